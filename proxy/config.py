@@ -1,0 +1,553 @@
+"""The config file: frozen dataclasses and `load_config(path)`.
+
+YAML is composed with line marks, `${VAR}` / `${VAR:-default}` are expanded, every secret field
+may come from its `*_file` twin, and every problem in the file is collected with its key path and
+line and raised once, as a `ConfigError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from proxy.secret import Secret
+
+DEFAULT_CONFIG = "config/proxy.yaml"
+FLOWS = ("password", "srp", "refresh_token", "client_credentials")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str = "127.0.0.1"  # loopback only by default
+    port: int = 8080
+    allowed_hosts: tuple[str, ...] = ()  # Host names accepted besides the loopback names
+    shared_secret: Secret | None = None  # required X-Authproxy-Secret value, if set
+    drain_timeout: float = 10.0  # seconds in-flight requests get after SIGTERM
+
+
+@dataclass(frozen=True)
+class StaticCredential:
+    name: str
+    value: Secret  # the header value, sent as is
+    header: str = "Authorization"
+    type: Literal["static"] = "static"
+
+
+@dataclass(frozen=True)
+class CognitoCredential:
+    name: str
+    flow: str  # password | srp | refresh_token | client_credentials
+    client_id: str
+    region: str = ""  # default: the part of user_pool_id before "_"
+    user_pool_id: str = ""  # required except for client_credentials
+    client_secret: Secret | None = None  # when set, SECRET_HASH is sent
+    username: str = ""
+    password: Secret | None = None  # password/srp; without it the `login` cache must hold a token
+    refresh_token: Secret | None = None  # flow refresh_token; else taken from the login cache
+    token: Literal["id", "access"] = "id"
+    header: str = "Authorization"
+    prefix: str = "Bearer "
+    refresh_margin: float = 300.0  # seconds before exp to fetch a new token in the background
+    endpoint: str | None = None  # default https://cognito-idp.<region>.amazonaws.com/
+    domain: str = ""  # client_credentials: token URL is <domain>/oauth2/token
+    scopes: tuple[str, ...] = ()  # client_credentials scopes; empty asks for all
+    type: Literal["cognito"] = "cognito"
+
+    @property
+    def idp_url(self) -> str:
+        return self.endpoint or f"https://cognito-idp.{self.region}.amazonaws.com/"
+
+
+Credential = StaticCredential | CognitoCredential
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    endpoint: str  # upstream base URL, no trailing slash
+    auth: str | None = None  # credential name; None for `none`
+    prefix: str = ""  # local path prefix, default "/<name>"; "/" takes every path
+    host: str | None = None  # match on this Host header instead (port ignored)
+    client_header: Literal["replace", "keep"] = "replace"
+    set_headers: tuple[tuple[str, str], ...] = ()  # extra headers set upstream
+    remove_headers: tuple[str, ...] = ()  # client headers dropped before forwarding
+    timeout: float = 30.0  # total seconds per upstream exchange
+    connect_timeout: float = 5.0
+    tls_verify: bool | str = True  # or a CA bundle path
+
+
+@dataclass(frozen=True)
+class Cors:
+    allow_origins: tuple[str, ...] = ()  # exact origins, "*", or patterns like http://localhost:*
+    allow_methods: tuple[str, ...] = HTTP_METHODS
+    allow_headers: tuple[str, ...] = (
+        "Content-Type", "X-Amz-Date", "Authorization", "X-Api-Key", "X-Amz-Security-Token")
+    expose_headers: tuple[str, ...] = ()
+    allow_credentials: bool = False
+    max_age: int = 600
+    allow_private_network: bool = True
+
+
+@dataclass(frozen=True)
+class Logging:
+    level: str = "info"  # debug | info | warning | error
+    format: Literal["text", "json"] = "text"
+    log_headers: bool = False  # log request/response headers, secrets redacted
+
+
+@dataclass(frozen=True)
+class Admin:
+    prefix: str = "/_authproxy"
+    inspector: bool = True
+    history: int = 200  # exchanges kept in memory for the inspector
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: Listen = field(default_factory=Listen)
+    credentials: Mapping[str, Credential] = field(default_factory=dict)
+    endpoints: tuple[Endpoint, ...] = ()
+    cors: Cors = field(default_factory=Cors)
+    logging: Logging = field(default_factory=Logging)
+    admin: Admin = field(default_factory=Admin)
+    source: str = ""  # the file this came from
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str  # key path, e.g. endpoints[1].auth
+    line: int | None  # 1-based line in the file
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.path or '<file>'}: {self.message}"
+
+
+class ConfigError(Exception):
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        return [f"{self.source}:{p.line}: {p.path or '<file>'}: {p.message}" if p.line
+                else f"{self.source}: {p}" for p in self.problems]
+
+
+# --- reading YAML with line marks -------------------------------------------------------------
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Reader:
+    """Turns a composed YAML node tree into plain values, recording the line of every key path
+    and expanding `${VAR}` in strings."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.lines: dict[str, int] = {}
+        self.problems: list[Problem] = []
+        self.loader: yaml.SafeLoader | None = None
+
+    def value(self, node: yaml.Node, path: str) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, val_node in node.value:
+                key = str(self._scalar(key_node, path))
+                sub = f"{path}.{key}" if path else key
+                self.lines[sub] = key_node.start_mark.line + 1
+                if key in out:
+                    self.problems.append(Problem(sub, self.lines[sub], "duplicate key"))
+                out[key] = self.value(val_node, sub)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.value(n, f"{path}[{i}]") for i, n in enumerate(node.value)]
+        return self._scalar(node, path)
+
+    def _scalar(self, node: yaml.Node, path: str) -> Any:
+        assert self.loader is not None
+        value = self.loader.construct_object(node, deep=True)
+        if not isinstance(value, str) or "${" not in value:
+            return value
+        expanded = self._expand(value, path, node.start_mark.line + 1)
+        if node.style is None:  # a plain scalar: `port: ${PORT}` becomes an int like `port: 8080`
+            tag = self.loader.resolve(yaml.ScalarNode, expanded, (True, False))
+            return self.loader.construct_object(yaml.ScalarNode(tag, expanded), deep=True)
+        return expanded
+
+    def _expand(self, text: str, path: str, line: int) -> str:
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in self.env:
+                return self.env[name]
+            if default is not None:
+                return default
+            self.problems.append(Problem(path, line, f"environment variable {name} is not set "
+                                         f"(set it, or write ${{{name}:-default}})"))
+            return ""
+        return _VAR.sub(sub, text)
+
+
+# --- validation ------------------------------------------------------------------------------
+
+class _Section:
+    """One mapping of the file, read key by key; whatever is left unread is an unknown key."""
+
+    def __init__(self, v: _Validator, data: Any, path: str, known: tuple[str, ...]) -> None:
+        self.v, self.path = v, path
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            v.error(path, f"must be a mapping, got {_type_name(data)}")
+            data = {}
+        self.data: dict[str, Any] = data
+        for key in data:
+            if key not in known:
+                v.error(self.sub(key), f"unknown key{_suggest(key, known)}")
+
+    def sub(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any,
+            check: Callable[[Any], str | None] | None = None) -> Any:
+        if key not in self.data or self.data[key] is None:
+            return default
+        value = self.data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            want = " or ".join(_type_name(k()) if k is not tuple else "list" for k in kinds)
+            self.v.error(self.sub(key), f"must be {want}, got {_type_name(value)} {value!r}")
+            return default
+        problem = check(value) if check else None
+        if problem:
+            self.v.error(self.sub(key), problem)
+            return default
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.get(key, str, default)
+        if value not in choices:
+            self.v.error(self.sub(key), f"must be one of {', '.join(choices)}, got {value!r}"
+                         f"{_suggest(str(value), choices)}")
+            return default
+        return str(value)
+
+    def strings(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self.get(key, list, None)
+        if value is None:
+            return default
+        out = []
+        for i, item in enumerate(value):
+            if isinstance(item, str):
+                out.append(item)
+            else:
+                self.v.error(f"{self.sub(key)}[{i}]", f"must be a string, got {_type_name(item)}")
+        return tuple(out)
+
+    def secret(self, key: str, required: bool = False) -> Secret | None:
+        """A secret field or its `<key>_file` twin (read once, trailing newline dropped)."""
+        inline, file_key = self.data.get(key), f"{key}_file"
+        path = self.get(file_key, str, None)
+        if inline is not None and path is not None:
+            self.v.error(self.sub(file_key), f"set {key} or {file_key}, not both")
+            return None
+        if path is not None:
+            try:
+                text = Path(path).expanduser().read_text().rstrip("\r\n")
+            except OSError as e:
+                self.v.error(self.sub(file_key), f"cannot read {path}: {e.strerror}")
+                return None
+            if not text:
+                self.v.error(self.sub(file_key), f"{path} is empty")
+                return None
+            return Secret(text)
+        if inline is None:
+            if required:
+                self.v.error(self.sub(key), f"is required (or {file_key})", self.path)
+            return None
+        if not isinstance(inline, str | int) or isinstance(inline, bool):
+            self.v.error(self.sub(key), f"must be a string, got {_type_name(inline)}")
+            return None
+        if inline == "":
+            self.v.error(self.sub(key), "is empty (is its environment variable set?)")
+            return None
+        return Secret(str(inline))
+
+    def require(self, key: str, what: str = "") -> None:
+        if self.data.get(key) in (None, ""):
+            self.v.error(self.sub(key), f"is required{what}", self.path)
+
+
+class _Validator:
+    def __init__(self, lines: dict[str, int]) -> None:
+        self.lines = lines
+        self.problems: list[Problem] = []
+
+    def error(self, path: str, message: str, line_of: str | None = None) -> None:
+        if any(p.path == path for p in self.problems):
+            return  # one problem per key: a missing ${VAR} need not also be "is required"
+        line = self.lines.get(path) or self.lines.get(line_of or "")
+        self.problems.append(Problem(path, line, message))
+
+    def section(self, data: Any, path: str, known: tuple[str, ...]) -> _Section:
+        return _Section(self, data, path, known)
+
+
+def _type_name(value: object) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", int: "an integer",
+            float: "a number", bool: "true/false", type(None): "null"}.get(type(value),
+                                                                          type(value).__name__)
+
+
+def _suggest(word: str, options: Any) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _url(value: str) -> str | None:
+    m = re.fullmatch(r"(https?)://([^/?#@\s]+)(/[^?#\s]*)?", value)
+    if not m:
+        return f"must be an http(s) URL without query or fragment, got {value!r}"
+    return None
+
+
+def _path_prefix(value: str) -> str | None:
+    if not value.startswith("/") or "//" in value or "?" in value or "#" in value:
+        return f"must be a path starting with '/', got {value!r}"
+    if any(seg in (".", "..") for seg in value.split("/")):
+        return "must not contain '.' or '..' segments"
+    return None
+
+
+def _header_name(value: str) -> str | None:
+    return None if re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", value) else (
+        f"is not a valid header name: {value!r}")
+
+
+_CRED_KEYS = {
+    "static": ("type", "header", "value", "value_file"),
+    "cognito": ("type", "flow", "region", "user_pool_id", "client_id", "client_secret",
+                "client_secret_file", "username", "password", "password_file", "refresh_token",
+                "refresh_token_file", "token", "header", "prefix", "refresh_margin", "endpoint",
+                "domain", "scopes"),
+}
+
+
+def _credential(v: _Validator, name: str, data: Any) -> Credential | None:
+    path = f"credentials.{name}"
+    kind = data.get("type") if isinstance(data, dict) else None
+    if kind not in _CRED_KEYS:
+        if isinstance(data, dict) and kind is None:
+            v.error(f"{path}.type", "is required: static or cognito", path)
+        elif isinstance(data, dict):
+            v.error(f"{path}.type", f"must be static or cognito, got {kind!r}"
+                    f"{_suggest(str(kind), _CRED_KEYS)}")
+        else:
+            v.error(path, f"must be a mapping, got {_type_name(data)}")
+        return None
+    s = v.section(data, path, _CRED_KEYS[kind])
+    header = s.get("header", str, "Authorization", _header_name)
+    if kind == "static":
+        value = s.secret("value", required=True)
+        return StaticCredential(name=name, header=header, value=value) if value else None
+
+    flow = s.choice("flow", FLOWS, "password")
+    pool = s.get("user_pool_id", str, "", lambda p: None if re.fullmatch(
+        r"[\w-]+_[0-9A-Za-z]+", p) else f"must look like us-east-1_AbCdEf123, got {p!r}")
+    region = s.get("region", str, pool.partition("_")[0] if "_" in pool else "")
+    token = s.choice("token", ("id", "access"), "access" if flow == "client_credentials" else "id")
+    secret = s.secret("client_secret")
+    s.require("client_id")
+    if flow == "client_credentials":
+        s.require("domain", " for flow client_credentials (https://<prefix>.auth.<region>."
+                            "amazoncognito.com)")
+        if secret is None and "client_secret_file" not in s.data:
+            v.error(s.sub("client_secret"), "is required for flow client_credentials", path)
+        if token != "access":
+            v.error(s.sub("token"), "must be access for flow client_credentials "
+                                    "(it returns no ID token)")
+    else:
+        s.require("user_pool_id")
+        if not region and not s.data.get("endpoint"):
+            v.error(s.sub("region"), "is required (could not be taken from user_pool_id)", path)
+        if flow in ("password", "srp"):
+            s.require("username")
+    return CognitoCredential(
+        name=name, flow=flow, client_id=str(s.get("client_id", (str, int), "")),
+        region=region, user_pool_id=pool, client_secret=secret,
+        username=str(s.get("username", (str, int), "")),
+        password=s.secret("password") if flow in ("password", "srp") else None,
+        refresh_token=s.secret("refresh_token"), token=token,  # type: ignore[arg-type]
+        header=header, prefix=s.get("prefix", str, "Bearer "),
+        refresh_margin=s.get("refresh_margin", float, 300.0,
+                             lambda m: None if m >= 0 else "must be 0 or more"),
+        endpoint=s.get("endpoint", str, None, _url),
+        domain=s.get("domain", str, "", _url).rstrip("/"),
+        scopes=s.strings("scopes", ()))
+
+
+_ENDPOINT_KEYS = ("name", "endpoint", "auth", "prefix", "host", "client_header", "set_headers",
+                  "remove_headers", "timeout", "connect_timeout", "tls_verify")
+
+
+def _endpoint(v: _Validator, i: int, data: Any, creds: Mapping[str, Any]) -> Endpoint | None:
+    path = f"endpoints[{i}]"
+    s = v.section(data, path, _ENDPOINT_KEYS)
+    s.require("name")
+    s.require("endpoint")
+    name = s.get("name", str, "", lambda n: None if re.fullmatch(r"[\w.~-]+", n) else
+                 "may hold only letters, digits and . _ ~ -")
+    url = s.get("endpoint", str, "", _url).rstrip("/")
+    auth = s.get("auth", str, "none")
+    if auth != "none" and auth not in creds:
+        v.error(s.sub("auth"), f"unknown credential {auth!r}"
+                f"{_suggest(auth, [*creds, 'none'])}" + ("" if creds else
+                " (no credentials are defined; use none or add one under credentials)"))
+    host = s.get("host", str, None, lambda h: None if re.fullmatch(r"[\w.-]+", h) else
+                 f"must be a host name without port or scheme, got {h!r}")
+    default_prefix = "/" if host and "prefix" not in s.data else f"/{name}"
+    prefix = s.get("prefix", str, default_prefix, _path_prefix)
+    prefix = prefix.rstrip("/") or "/"
+    tls = s.get("tls_verify", (bool, str), True)
+    if isinstance(tls, str) and not Path(tls).expanduser().is_file():
+        v.error(s.sub("tls_verify"), f"CA bundle {tls!r} is not a readable file")
+    set_headers = s.get("set_headers", dict, {})
+    for key, val in set_headers.items():
+        if _header_name(key) or not isinstance(val, str | int):
+            v.error(f"{s.sub('set_headers')}.{key}", "must map a header name to a string")
+    return Endpoint(
+        name=name, endpoint=url, auth=None if auth == "none" else auth, prefix=prefix, host=host,
+        client_header=s.choice("client_header", ("replace", "keep"), "replace"),  # type: ignore
+        set_headers=tuple((k, str(val)) for k, val in set_headers.items()),
+        remove_headers=s.strings("remove_headers", ()),
+        timeout=s.get("timeout", float, 30.0, _positive),
+        connect_timeout=s.get("connect_timeout", float, 5.0, _positive),
+        tls_verify=tls)
+
+
+def _validate(data: Any, v: _Validator, source: str) -> Config:
+    top = v.section(data, "", ("listen", "credentials", "endpoints", "cors", "logging", "admin"))
+    ls = v.section(top.data.get("listen"), "listen",
+                   ("host", "port", "allowed_hosts", "shared_secret", "shared_secret_file",
+                    "drain_timeout"))
+    listen = Listen(
+        host=ls.get("host", str, "127.0.0.1"),
+        port=ls.get("port", int, 8080, lambda p: None if 0 <= p < 65536 else "must be 0-65535"),
+        allowed_hosts=tuple(h.lower() for h in ls.strings("allowed_hosts", ())),
+        shared_secret=ls.secret("shared_secret"),
+        drain_timeout=ls.get("drain_timeout", float, 10.0, lambda t: None if t >= 0 else
+                             "must be 0 or more"))
+
+    raw_creds = top.get("credentials", dict, {})
+    credentials: dict[str, Credential] = {}
+    for name, cdata in raw_creds.items():
+        if name == "none":
+            v.error(f"credentials.{name}", "'none' is reserved for endpoints without auth")
+            continue
+        cred = _credential(v, name, cdata)
+        if cred:
+            credentials[name] = cred
+
+    endpoints: list[Endpoint] = []
+    seen: dict[tuple[str | None, str], int] = {}
+    for i, edata in enumerate(top.get("endpoints", list, [])):
+        ep = _endpoint(v, i, edata, raw_creds)
+        if ep is None:
+            continue
+        key = (ep.host, ep.prefix)
+        if key in seen:
+            v.error(f"endpoints[{i}].prefix", f"same host and prefix as endpoints[{seen[key]}]"
+                    f" ({ep.prefix!r}); one of them could never match", f"endpoints[{i}]")
+        seen[key] = i
+        endpoints.append(ep)
+    names = [e.name for e in endpoints]
+    for i, n in enumerate(names):
+        if n and names.index(n) != i:
+            v.error(f"endpoints[{i}].name", f"duplicate endpoint name {n!r}")
+
+    cs = v.section(top.data.get("cors"), "cors", tuple(Cors.__dataclass_fields__))
+    methods = tuple(m.upper() for m in cs.strings("allow_methods", Cors.allow_methods))
+    cors = Cors(
+        allow_origins=cs.strings("allow_origins", ()), allow_methods=methods,
+        allow_headers=cs.strings("allow_headers", Cors.allow_headers),
+        expose_headers=cs.strings("expose_headers", ()),
+        allow_credentials=cs.get("allow_credentials", bool, False),
+        max_age=cs.get("max_age", int, 600, lambda a: None if a >= 0 else "must be 0 or more"),
+        allow_private_network=cs.get("allow_private_network", bool, True))
+    if cors.allow_credentials and "*" in cors.allow_origins:
+        v.error("cors.allow_origins", "'*' cannot be used with allow_credentials: true; "
+                "list the origins (patterns like http://localhost:* work)")
+    for i, origin in enumerate(cors.allow_origins):
+        if origin not in ("*", "null") and not re.fullmatch(r"https?://[\w.*-]+(:(\d+|\*))?",
+                                                             origin):
+            v.error(f"cors.allow_origins[{i}]", f"must be an origin like http://localhost:3000 "
+                    f"(scheme://host[:port], no path), got {origin!r}")
+
+    lg = v.section(top.data.get("logging"), "logging", ("level", "format", "log_headers"))
+    logging_ = Logging(level=lg.choice("level", ("debug", "info", "warning", "error"), "info"),
+                       format=lg.choice("format", ("text", "json"), "text"),  # type: ignore
+                       log_headers=lg.get("log_headers", bool, False))
+
+    ad = v.section(top.data.get("admin"), "admin", ("prefix", "inspector", "history"))
+    admin = Admin(prefix=ad.get("prefix", str, "/_authproxy", _path_prefix).rstrip("/") or "",
+                  inspector=ad.get("inspector", bool, True),
+                  history=ad.get("history", int, 200, lambda h: None if h >= 0 else
+                                 "must be 0 or more"))
+    if not admin.prefix:
+        v.error("admin.prefix", "must not be '/': it would hide every endpoint")
+    for i, ep in enumerate(endpoints):
+        if ep.host is None and (ep.prefix == admin.prefix or
+                                ep.prefix.startswith(admin.prefix + "/")):
+            v.error(f"endpoints[{i}].prefix", f"is inside admin.prefix {admin.prefix!r}")
+    return Config(listen=listen, credentials=credentials, endpoints=tuple(endpoints), cors=cors,
+                  logging=logging_, admin=admin, source=source)
+
+
+def parse_config(text: str, source: str = "<config>",
+                 env: Mapping[str, str] | None = None) -> Config:
+    reader = _Reader(os.environ if env is None else env)
+    try:
+        loader = yaml.SafeLoader(text)
+        reader.loader = loader
+        try:
+            node = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        raise ConfigError(source, [Problem("", line, f"not valid YAML: "
+                                           f"{getattr(e, 'problem', None) or e}")]) from None
+    data = reader.value(node, "") if node is not None else {}
+    v = _Validator(reader.lines)
+    v.problems.extend(reader.problems)
+    config = _validate(data, v, source)
+    if v.problems:
+        raise ConfigError(source, sorted(v.problems, key=lambda p: (p.line or 0, p.path)))
+    return config
+
+
+def load_config(path: str | os.PathLike[str],
+                env: Mapping[str, str] | None = None) -> Config:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(str(path), [Problem("", None, f"cannot read config file: {e.strerror}"
+                                              " (use -c FILE or set AUTHPROXY_CONFIG)")]) from None
+    return parse_config(text, str(path), env)

@@ -1,0 +1,225 @@
+"""`make_app(config)`: wires guard, admin, CORS, rules, credentials and forwarding into one aiohttp
+application with one ClientSession. Everything that depends on the config lives in a `Runtime`
+built at start (or reload); a request only looks things up in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from proxy.admin import Admin, Metrics
+from proxy.config import Config
+from proxy.cors import CorsPolicy
+from proxy.credentials import CredentialSource, CredentialsUnavailable, build_sources
+from proxy.errors import error_response
+from proxy.forward import SKIP_AUTO_HEADERS, Exchange, Upstream, forward
+from proxy.guard import Guard
+from proxy.log import access_log, redact_headers
+from proxy.rules import RuleTable
+
+log = logging.getLogger("authproxy")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    config: Config
+    rules: RuleTable
+    upstreams: dict[str, Upstream]  # by endpoint name
+    sources: dict[str, CredentialSource]  # by credential name
+    in_use: dict[str, CredentialSource]  # the sources some endpoint refers to
+    guard: Guard
+    cors: CorsPolicy
+    admin_prefix: str
+
+
+def build_runtime(config: Config, keep: dict[str, CredentialSource] | None = None,
+                  port: int | None = None) -> Runtime:
+    """`keep`: sources of a previous runtime, reused when their settings did not change."""
+    old = keep or {}
+    sources = build_sources({n: c for n, c in config.credentials.items() if n not in old})
+    sources.update((n, s) for n, s in old.items() if n in config.credentials)
+    upstreams = {ep.name: Upstream.build(ep, sources[ep.auth].header_name if ep.auth else None)
+                 for ep in config.endpoints}
+    guard = Guard(config.listen, config.cors)
+    if port is not None:
+        guard.set_port(port)
+    return Runtime(config=config, rules=RuleTable(config.endpoints), upstreams=upstreams,
+                   sources=sources,
+                   in_use={ep.auth: sources[ep.auth] for ep in config.endpoints if ep.auth},
+                   guard=guard, cors=CorsPolicy(config.cors), admin_prefix=config.admin.prefix)
+
+
+def target_problem(path: str) -> str | None:
+    """Why a raw request path cannot be forwarded safely, or None."""
+    if not path.startswith("/"):
+        return "the request target must be a path (absolute-form and * are not proxied)"
+    if "\\" in path or "#" in path:
+        return "backslashes and fragments are not allowed in the path"
+    for segment in path.split("/"):
+        low = segment.lower().replace("%2e", ".")
+        if "." in low and any(part in (".", "..") for part in
+                              low.replace("%5c", "/").replace("%2f", "/").split("/")):
+            return "'.' and '..' path segments (encoded or not) are not allowed"
+    return None
+
+
+class Proxy:
+    def __init__(self, config: Config) -> None:
+        self.rt = build_runtime(config)
+        self.port: int | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.metrics = Metrics(lambda: self.rt.in_use)
+        self.admin = Admin(self.metrics, lambda: self.rt.in_use)
+
+    def set_port(self, port: int) -> None:
+        self.port = port
+        self.rt.guard.set_port(port)
+
+    async def start(self) -> None:
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+            auto_decompress=False, skip_auto_headers=SKIP_AUTO_HEADERS,
+            # No cookie jar: one client's Set-Cookie must never ride along with another's request.
+            cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
+            timeout=aiohttp.ClientTimeout(total=None))
+        await asyncio.gather(*(s.start(self.session) for s in self.rt.sources.values()))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(s.close() for s in self.rt.sources.values()))
+        if self.session:
+            await self.session.close()
+
+    async def reload(self, config: Config) -> None:
+        """Swap in a new runtime. Credentials whose settings did not change keep their tokens;
+        requests already running finish with the runtime they started with."""
+        old = self.rt
+        keep = {n: s for n, s in old.sources.items() if old.config.credentials.get(n)
+                == config.credentials.get(n)}
+        new = build_runtime(config, keep, self.port)
+        fresh = [s for n, s in new.sources.items() if n not in keep]
+        assert self.session is not None
+        await asyncio.gather(*(s.start(self.session) for s in fresh))
+        self.rt = new
+        await asyncio.gather(*(s.close() for n, s in old.sources.items() if n not in keep))
+        if (config.listen.host, config.listen.port) != (old.config.listen.host,
+                                                        old.config.listen.port):
+            log.warning("listen.host/listen.port changed: restart authproxy to rebind")
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        rt = self.rt
+        started = time.perf_counter()
+        denied = rt.guard.check(request)
+        if denied is not None:
+            return self._done(request, denied, "-", started, None)
+        path, _, query = request.raw_path.partition("?")
+        prefix = rt.admin_prefix
+        if path.startswith(prefix) and path[len(prefix):len(prefix) + 1] in ("", "/"):
+            return self.admin.handle(request, path[len(prefix):])
+        origin = request.headers.get("Origin")
+        if rt.cors.is_preflight(request):
+            return self._done(request, rt.cors.preflight(request), "-", started, None)
+        problem = target_problem(path)
+        if problem:
+            return self._done(request, error_response(400, "bad_request", problem), "-",
+                              started, None, origin)
+        match = rt.rules.match(request.headers.get("Host"), path)
+        if match is None:
+            known = ", ".join(ep.host or ep.prefix for ep in rt.config.endpoints) or "none"
+            return self._done(request, error_response(
+                404, "no_route", f"no endpoint matches {path} (endpoints: {known}); "
+                f"try `authproxy explain {path}`"), "-", started, None, origin)
+        ep = match.endpoint
+        inject = None
+        if ep.auth is not None:
+            source = rt.sources[ep.auth]
+            try:
+                value = source.current() or await source.header()
+            except CredentialsUnavailable as e:
+                return self._done(request, error_response(
+                    503, "credentials_unavailable", f"credential {ep.auth!r}: {e}"),
+                    ep.name, started, None, origin)
+            inject = (source.header_name, value)
+        ex = Exchange()
+        assert self.session is not None
+        self.metrics.in_flight.inc()
+        try:
+            resp = await forward(request, self.session, rt.upstreams[ep.name], match.rest,
+                                 query, inject, rt.cors.response_headers(origin), ex)
+        finally:
+            self.metrics.in_flight.dec()
+        return self._done(request, resp, ep.name, started, ex)
+
+    def _done(self, request: web.Request, resp: web.StreamResponse, endpoint: str,
+              started: float, ex: Exchange | None, origin: str | None = None
+              ) -> web.StreamResponse:
+        if origin and not resp.prepared:
+            # Let an allowed page read the proxy's own errors too.
+            resp.headers.extend(self.rt.cors.response_headers(origin))
+        status = ex.status if ex else resp.status
+        total_ms = (time.perf_counter() - started) * 1000
+        self.metrics.observe(endpoint, status, ex.upstream_ms if ex else None)
+        if access_log.isEnabledFor(logging.INFO):
+            self._log(request, endpoint, status, total_ms, ex, resp)
+        return resp
+
+    def _log(self, request: web.Request, endpoint: str, status: int, total_ms: float,
+             ex: Exchange | None, resp: web.StreamResponse) -> None:
+        path = request.raw_path.partition("?")[0]
+        up_ms = ex.upstream_ms if ex else None
+        extra: dict[str, Any] = {
+            "method": request.method, "path": path, "endpoint": endpoint, "status": status,
+            "upstream_ms": round(up_ms, 1) if up_ms is not None else None,
+            "total_ms": round(total_ms, 1)}
+        if ex:
+            extra |= {"request_id": ex.request_id, "amzn_request_id": ex.amzn_request_id}
+            if ex.error:
+                extra["error"] = ex.error
+        error = resp.headers.get("X-Authproxy-Error")
+        if error:
+            extra["error"] = error
+        text = (f'"{request.method} {path}" {endpoint} {status} '
+                f"upstream={_ms(up_ms)} total={_ms(total_ms)}")
+        if ex:
+            text += f" id={ex.request_id}" + (f" amzn={ex.amzn_request_id}"
+                                                if ex.amzn_request_id else "")
+        if extra.get("error"):
+            text += f" error={extra['error']!r}"
+        if self.rt.config.logging.log_headers:
+            injected = frozenset(s.header_name.lower() for s in self.rt.sources.values())
+            extra["request_headers"] = redact_headers(request.headers.items(), injected)
+            if ex:
+                extra["sent_headers"] = redact_headers(ex.sent_headers, injected)
+                extra["response_headers"] = redact_headers(ex.response_headers)
+            text += "".join(f"\n  {k}: {v}" for k in ("request_headers", "sent_headers",
+                            "response_headers") for v in [extra.get(k)] if v)
+        access_log.info(text, extra=extra)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}ms"
+
+
+PROXY = web.AppKey("proxy", Proxy)
+
+
+def make_app(config: Config) -> web.Application:
+    proxy = Proxy(config)
+    app = web.Application(handler_args={"max_field_size": 16384})
+    app[PROXY] = proxy
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await proxy.start()
+        yield
+        await proxy.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    return app

@@ -1,0 +1,34 @@
+"""`authproxy check`: the config is valid; here is what it will do (secrets redacted)."""
+
+from __future__ import annotations
+
+from proxy.config import CognitoCredential, Config, StaticCredential
+
+
+def check(config: Config) -> int:
+    print(f"{config.source}: OK")
+    listen = config.listen
+    print(f"\nlisten: http://{listen.host}:{listen.port}"
+          + (" (shared secret required)" if listen.shared_secret else ""))
+    print(f"\nendpoints ({len(config.endpoints)}):")
+    width = max((len(e.name) for e in config.endpoints), default=0)
+    for ep in config.endpoints:
+        match = f"host {ep.host}" + (f" {ep.prefix}" if ep.prefix != "/" else "") if ep.host \
+            else ep.prefix
+        print(f"  {ep.name:<{width}}  {match} -> {ep.endpoint}  auth: {ep.auth or 'none'}")
+    print(f"\ncredentials ({len(config.credentials)}):")
+    used = {ep.auth for ep in config.endpoints}
+    for name, cred in config.credentials.items():
+        unused = "" if name in used else "  (not used by any endpoint)"
+        if isinstance(cred, StaticCredential):
+            print(f"  {name}: static, header {cred.header}: {cred.value}{unused}")
+        elif isinstance(cred, CognitoCredential):
+            who = cred.domain if cred.flow == "client_credentials" else \
+                f"{cred.username or '(login cache)'} @ {cred.user_pool_id}"
+            secret = ", client secret set" if cred.client_secret else ""
+            print(f"  {name}: cognito {cred.flow}, {cred.token} token as "
+                  f"{cred.header}: {cred.prefix}<jwt>, {who}{secret}{unused}")
+    cors = config.cors
+    print(f"\ncors: origins {', '.join(cors.allow_origins) or '(none: only the proxy itself)'}"
+          f", credentials {'allowed' if cors.allow_credentials else 'not allowed'}")
+    return 0

@@ -1,0 +1,103 @@
+"""`authproxy explain`: the whole decision for one request, without touching the network."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from aiohttp.test_utils import make_mocked_request
+from multidict import CIMultiDict
+
+from proxy.app import build_runtime, target_problem
+from proxy.config import Config, StaticCredential
+from proxy.forward import Exchange, upstream_headers
+from proxy.log import redact_headers
+
+
+def explain(config: Config, method: str, header_args: Sequence[str], target: str) -> int:
+    headers: CIMultiDict[str] = CIMultiDict()
+    for raw in header_args:
+        name, sep, value = raw.partition(":")
+        if not sep or not name.strip():
+            print(f"authproxy explain: -H wants 'Name: value', got {raw!r}")
+            return 2
+        headers.add(name.strip(), value.strip())
+    port = config.listen.port
+    if target.startswith(("http://", "https://")):
+        url = urlsplit(target)
+        headers.setdefault("Host", url.netloc)
+        target = (url.path or "/") + (f"?{url.query}" if url.query else "")
+    headers.setdefault("Host", f"localhost:{port}")
+    rt = build_runtime(config, port=port)
+    request = make_mocked_request(method.upper(), target, headers=headers)
+    path, _, query = target.partition("?")
+    print(f"request: {method.upper()} {target}  (Host: {headers['Host']})")
+
+    denied = rt.guard.check(request)
+    if denied is not None:
+        print(f"guard: REFUSED {denied.status} {denied.headers.get('X-Authproxy-Error')}: "
+              f"{_message(denied.text)}")
+        return 3
+    origin = headers.get("Origin")
+    print(f"guard: Host {headers['Host']} allowed"
+          + (f"; Origin {origin} allowed" if origin else "; no Origin (not a cross-site call)"))
+    if path.startswith(config.admin.prefix + "/") or path == config.admin.prefix:
+        print(f"admin: answered by the proxy itself ({config.admin.prefix}), never forwarded")
+        return 0
+    if rt.cors.is_preflight(request):
+        answer = rt.cors.preflight(request)
+        print(f"cors: preflight answered by the proxy with {answer.status}, never forwarded")
+        for k, v in answer.headers.items():
+            if k.lower().startswith(("access-control-", "vary")):
+                print(f"  {k}: {v}")
+        return 0 if answer.status < 400 else 3
+    problem = target_problem(path)
+    if problem:
+        print(f"target: REFUSED 400 bad_request: {problem}")
+        return 3
+    match = rt.rules.match(headers.get("Host"), path)
+    if match is None:
+        known = ", ".join(ep.host or ep.prefix for ep in config.endpoints) or "(none)"
+        print(f"endpoint: NO MATCH (404 no_route) for {path}; endpoints: {known}")
+        return 3
+    ep = match.endpoint
+    why = (f"Host {ep.host}" + (f" and prefix {ep.prefix}" if ep.prefix != "/" else "")
+           if ep.host else f"longest prefix {ep.prefix}")
+    print(f"endpoint: {ep.name} (matched by {why})")
+    up = rt.upstreams[ep.name]
+    print(f"upstream: {method.upper()} {up.url(match.rest, query)}")
+    inject = None
+    if ep.auth:
+        cred = config.credentials[ep.auth]
+        source = rt.sources[ep.auth]
+        if isinstance(cred, StaticCredential):
+            value, how = cred.value.reveal(), "static value"
+        else:
+            value = f"{cred.prefix}<{cred.token} token>"
+            how = f"cognito {cred.flow}, {cred.token} token fetched and refreshed at run time"
+        inject = (source.header_name, value)
+        print(f"credential: {ep.auth} ({how})")
+    else:
+        print("credential: none (no auth header is added)")
+    sent = upstream_headers(request, up, inject, Exchange())
+    received = {k.lower() for k in headers}
+    print("headers sent upstream:")
+    for name, value in redact_headers(sent.items(), frozenset([inject[0].lower()] if inject
+                                                              else [])):
+        low = name.lower()
+        mark = "+" if low not in received else ("~" if headers.get(name) != value else " ")
+        print(f"  {mark} {name}: {value}")
+    for name in headers:
+        if name.lower() not in {k.lower() for k in sent}:
+            print(f"  - {name} (dropped)")
+    print("  (+ added, ~ replaced, - dropped; secrets redacted; X-Forwarded-For and "
+          "X-Request-Id get real values per request)")
+    return 0
+
+
+def _message(text: str | None) -> str:
+    import json
+    try:
+        return str(json.loads(text or "{}").get("message", text))
+    except ValueError:
+        return text or ""

@@ -1,0 +1,166 @@
+"""A fake API Gateway on 127.0.0.1: a real HTTP(S) server that answers like API Gateway does and
+echoes what it received, so the demo and the tests can see exactly which headers arrived.
+
+Requests are steered with `X-Fake-*` request headers (they pass through the proxy like any other):
+  X-Fake-Status: 418          answer with this status
+  X-Fake-Delay: 1.5           wait this long before the headers
+  X-Fake-Body-Bytes: 1048576  stream this many bytes instead of the echo (X-Fake-Chunk sets size)
+  X-Fake-Body: text           answer with this body (e.g. {"message":"Unauthorized"})
+  X-Fake-Header: Name: value  add a response header (repeatable)
+  X-Fake-Location: URL        answer 302 with this Location
+  X-Fake-Stall: 2             send headers and part of the body, then stall this long
+
+Requests outside the stage get API Gateway's 403 `{"message":"Missing Authentication Token"}`;
+`require` makes it act like an authorizer (401 `{"message":"Unauthorized"}` on a mismatch).
+`GET /_fake/requests` lists what it saw (not under the stage, so never proxied by accident).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import ssl
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Seen:
+    method: str
+    raw_path: str
+    headers: list[tuple[str, str]]
+    body_length: int
+    body_sha256: str
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"method": self.method, "raw_path": self.raw_path, "headers": self.headers,
+                "body_length": self.body_length, "body_sha256": self.body_sha256}
+
+
+@dataclass
+class FakeApiGateway:
+    stage: str = "/Development"
+    require: dict[str, str] = field(default_factory=dict)  # header -> value an authorizer wants
+    seen: deque[Seen] = field(default_factory=lambda: deque(maxlen=10_000))
+    url: str = ""
+    _runner: web.AppRunner | None = None
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0,
+                    ssl_context: ssl.SSLContext | None = None) -> str:
+        app = web.Application(client_max_size=1024**4)
+        app.router.add_get("/_fake/requests", self._list)
+        app.router.add_delete("/_fake/requests", self._clear)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context, backlog=1024)
+        await site.start()
+        sock = site._server.sockets[0]  # type: ignore[union-attr]
+        scheme = "https" if ssl_context else "http"
+        self.url = f"{scheme}://{host}:{sock.getsockname()[1]}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    async def _list(self, request: web.Request) -> web.Response:
+        return web.json_response([s.as_json() for s in self.seen])
+
+    async def _clear(self, request: web.Request) -> web.Response:
+        self.seen.clear()
+        return web.Response(status=204)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        digest, length = hashlib.sha256(), 0
+        async for chunk in request.content.iter_any():
+            digest.update(chunk)
+            length += len(chunk)
+        seen = Seen(request.method, request.raw_path, list(request.headers.items()), length,
+                    digest.hexdigest())
+        self.seen.append(seen)
+        h = request.headers
+        amzn = {"x-amzn-RequestId": str(uuid.uuid4()), "Content-Type": "application/json"}
+        if self.stage and not (request.path == self.stage
+                               or request.path.startswith(self.stage + "/")):
+            return web.Response(status=403, headers=amzn | {"x-amzn-ErrorType":
+                                "MissingAuthenticationTokenException"},
+                                text='{"message":"Missing Authentication Token"}')
+        for name, want in self.require.items():
+            if h.get(name) != want:
+                return web.Response(status=401, headers=amzn | {"x-amzn-ErrorType":
+                                    "UnauthorizedException"}, text='{"message":"Unauthorized"}')
+        if "X-Fake-Delay" in h:
+            await asyncio.sleep(float(h["X-Fake-Delay"]))
+        status = int(h.get("X-Fake-Status", "200"))
+        headers = dict(amzn)
+        for extra in h.getall("X-Fake-Header", []):
+            name, _, value = extra.partition(":")
+            headers[name.strip()] = value.strip()
+        if "X-Fake-Location" in h:
+            headers["Location"] = h["X-Fake-Location"]
+            status = int(h.get("X-Fake-Status", "302"))
+        if "X-Fake-Body-Bytes" in h or "X-Fake-Stall" in h:
+            return await self._stream(request, status, headers)
+        if "X-Fake-Body" in h:
+            return web.Response(status=status, headers=headers, text=h["X-Fake-Body"])
+        echo = seen.as_json() | {"path": request.path, "query": request.query_string}
+        return web.Response(status=status, headers=headers, text=json.dumps(echo))
+
+    async def _stream(self, request: web.Request, status: int,
+                      headers: dict[str, str]) -> web.StreamResponse:
+        h = request.headers
+        total = int(h.get("X-Fake-Body-Bytes", "65536"))
+        chunk = b"x" * int(h.get("X-Fake-Chunk", "65536"))
+        headers["Content-Type"] = "application/octet-stream"
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = total
+        await resp.prepare(request)
+        sent = 0
+        while sent < total:
+            part = chunk[: total - sent]
+            await resp.write(part)
+            sent += len(part)
+            if "X-Fake-Stall" in h:
+                await asyncio.sleep(float(h["X-Fake-Stall"]))
+        await resp.write_eof()
+        return resp
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="a fake API Gateway that echoes what it got")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--stage", default="/Development")
+    parser.add_argument("--require", action="append", default=[], metavar="'Header: value'",
+                        help="answer 401 like an authorizer unless this header has this value")
+    args = parser.parse_args()
+    require = dict((p.strip() for p in r.split(":", 1)) for r in args.require)
+
+    async def run() -> None:
+        fake = FakeApiGateway(stage=args.stage.rstrip("/"), require=require)
+        url = await fake.start(args.host, args.port)
+        print(f"fake API Gateway on {url}{fake.stage}", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

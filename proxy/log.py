@@ -1,0 +1,57 @@
+"""Logging set-up: human text or one JSON object per line, and the access line.
+
+Header values are redacted before they reach a record (`redact_headers`); secrets are `Secret`s,
+which format redacted, so a log line cannot show one by accident.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from proxy.secret import redact
+
+access_log = logging.getLogger("authproxy.access")
+
+# Header values that are credentials; everything else is shown as sent.
+SENSITIVE = frozenset({"authorization", "proxy-authorization", "x-api-key", "cookie",
+                       "set-cookie", "x-amz-security-token", "x-authproxy-secret"})
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+
+
+def redact_headers(headers: Iterable[tuple[str, str]],
+                   also: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    return [(k, redact(v) if k.lower() in SENSITIVE or k.lower() in also else v)
+            for k, v in headers]
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(), "logger": record.name,
+            "message": record.getMessage()}
+        out.update((k, v) for k, v in record.__dict__.items() if k not in _RESERVED)
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+
+def configure(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stdout if fmt == "json" else sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # aiohttp's own access log would repeat ours; its server errors stay.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

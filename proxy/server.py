@@ -1,0 +1,98 @@
+"""Running the proxy: bind, serve until SIGINT/SIGTERM, drain, and reload on SIGHUP."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from proxy.app import PROXY, Proxy, make_app
+from proxy.config import Config, ConfigError
+
+log = logging.getLogger("authproxy")
+
+
+class BindError(Exception):
+    """The listen address cannot be used; the message says which and what to do."""
+
+
+@dataclass
+class Running:
+    app: web.Application
+    runner: web.AppRunner
+    url: str
+    proxy: Proxy
+
+    async def stop(self) -> None:
+        # Closes the listening socket first, then gives in-flight requests the drain time.
+        await self.runner.cleanup()
+
+
+async def start(config: Config) -> Running:
+    app = make_app(config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           shutdown_timeout=config.listen.drain_timeout)
+    await runner.setup()
+    host, port = config.listen.host, config.listen.port
+    site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        hint = (" (another process holds it: pick another with --port)"
+                if e.errno == errno.EADDRINUSE else "")
+        raise BindError(f"cannot listen on {host}:{port}: {e.strerror}{hint}") from None
+    sock = site._server.sockets[0]  # type: ignore[union-attr]
+    bound = sock.getsockname()[1]
+    proxy = app[PROXY]
+    proxy.set_port(bound)
+    shown = f"[{host}]" if ":" in host else host
+    return Running(app, runner, f"http://{shown}:{bound}", proxy)
+
+
+async def serve(config: Config, reload_config: Callable[[], Config] | None = None,
+                on_ready: Callable[[Running], None] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM. `reload_config` re-reads the file on SIGHUP."""
+    running = await start(config)
+    warning = running.proxy.rt.guard.bind_warning()
+    if warning:
+        log.warning(warning)
+    log.info("authproxy listening on %s (%d endpoints, admin at %s%s/)", running.url,
+             len(config.endpoints), running.url, config.admin.prefix)
+    if on_ready:
+        on_ready(running)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    reloading: set[asyncio.Task[None]] = set()
+    if reload_config is not None:
+        def on_hup() -> None:
+            task = loop.create_task(_reload(running.proxy, reload_config))
+            reloading.add(task)
+            task.add_done_callback(reloading.discard)
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+    try:
+        await stop.wait()
+        log.info("stopping: no new connections; draining in-flight requests for up to %gs",
+                 config.listen.drain_timeout)
+        await running.stop()
+        log.info("stopped")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+
+async def _reload(proxy: Proxy, reload_config: Callable[[], Config]) -> None:
+    try:
+        config = reload_config()
+    except ConfigError as e:
+        log.error("reload failed; the previous config keeps serving:\n%s", e)
+        return
+    await proxy.reload(config)
+    log.info("config reloaded (%d endpoints)", len(config.endpoints))

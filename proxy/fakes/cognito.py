@@ -1,0 +1,433 @@
+"""A fake Amazon Cognito user pool service: a real aiohttp server on 127.0.0.1 speaking the real
+wire format, for tests and `authproxy demo`.
+
+    fake = FakeCognito()
+    await fake.start()
+    pool = fake.add_pool()
+    client = fake.add_client(pool, secret="s3cr3t")
+    fake.add_user(pool, "alice", "Passw0rd!", email="alice@example.com")
+    ... CognitoCredential(endpoint=fake.url, user_pool_id=pool, client_id=client, ...)
+
+It checks what real Cognito checks, so code that passes here is not merely agreeing with its own
+misreading: SRP is verified with server-side math (a wrong password fails), SECRET_HASH is
+required and checked (with Cognito's internal username on refresh), tokens are RS256 JWTs with
+Cognito's claims, signed by separate ID and access keys published at the pool's JWKS URL.
+Faults (throttling, 500, delay, stopped, revoked refresh tokens) and per-operation call counters
+let tests prove retry and single-flight behaviour by counting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import re
+import secrets
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from proxy.credentials import srp
+from proxy.fakes.cognito_pool import (
+    FakeClient,
+    FakePool,
+    FakeUser,
+    jwks,
+    new_pool,
+    set_password,
+    sign,
+    user_tokens,
+)
+
+AMZ_JSON = "application/x-amz-json-1.1"
+_TARGET = "AWSCognitoIdentityProviderService."
+MFA_CODE_KEYS = {"SOFTWARE_TOKEN_MFA": "SOFTWARE_TOKEN_MFA_CODE", "SMS_MFA": "SMS_MFA_CODE",
+                 "EMAIL_OTP": "EMAIL_OTP_CODE"}
+CHALLENGES = ("NEW_PASSWORD_REQUIRED", *MFA_CODE_KEYS)
+ALL_FLOWS = frozenset({"USER_PASSWORD_AUTH", "USER_SRP_AUTH", "REFRESH_TOKEN_AUTH"})
+_TIMESTAMP = re.compile(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|"
+                        r"Nov|Dec) [1-9]\d? \d\d:\d\d:\d\d UTC \d{4}")
+
+
+class CognitoFault(Exception):
+    """Answered in Cognito's error shape: `{"__type": kind, "message": ...}`."""
+
+    def __init__(self, kind: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.status = kind, message, status
+
+
+@dataclass
+class _Pending:
+    """A sign-in between InitiateAuth and RespondToAuthChallenge."""
+    pool: FakePool
+    client: FakeClient
+    user: FakeUser
+    challenge: str
+    done: set[str] = field(default_factory=set)
+    b: int = 0
+    big_b: int = 0
+    big_a_hex: str = ""
+
+
+@dataclass
+class _Refresh:
+    pool_id: str
+    client_id: str
+    username: str
+    auth_time: int
+    revoked: bool = False
+
+
+class FakeCognito:
+    def __init__(self, *, region: str = "us-east-1", host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        self.region, self.host, self.port = region, host, port
+        self.token_lifetime = 3600  # seconds, for ID and access tokens (ExpiresIn)
+        self.clock_skew = 0.0  # seconds added to iat/exp: a Cognito whose clock is off
+        self.delay = 0.0  # seconds every auth call waits before answering
+        self.calls: Counter[str] = Counter()  # "InitiateAuth/USER_SRP_AUTH", "oauth2/token", ...
+        self.pools: dict[str, FakePool] = {}
+        self.clients: dict[str, FakeClient] = {}
+        self._fault: str | None = None
+        self._fault_times: int | None = None
+        self._srp: dict[str, _Pending] = {}  # by SECRET_BLOCK
+        self._sessions: dict[str, _Pending] = {}
+        self._refresh: dict[str, _Refresh] = {}
+        self._runner: web.AppRunner | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen (again, on the same port after `stop`, so a test can make Cognito refuse
+        connections for a while)."""
+        app = web.Application()
+        app.router.add_post("/", self._api)
+        app.router.add_post("/oauth2/token", self._oauth2_token)
+        app.router.add_get("/{pool}/.well-known/jwks.json", self._jwks)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # --- configuration ----------------------------------------------------------------------
+
+    def add_pool(self, pool_id: str | None = None, *, email_as_username: bool = False) -> str:
+        pool_id = pool_id or f"{self.region}_{secrets.token_hex(5)}"
+        self.pools[pool_id] = new_pool(pool_id, email_as_username)
+        return pool_id
+
+    def add_client(self, pool_id: str, client_id: str | None = None, *,
+                   secret: str | None = None, scopes: Sequence[str] = (),
+                   auth_flows: Sequence[str] = tuple(ALL_FLOWS)) -> str:
+        client_id = client_id or secrets.token_hex(13)
+        self.clients[client_id] = FakeClient(client_id, pool_id, secret, tuple(scopes),
+                                             frozenset(auth_flows))
+        return client_id
+
+    def add_user(self, pool_id: str, username: str, password: str, *, email: str | None = None,
+                 attributes: dict[str, str] | None = None, groups: Sequence[str] = (),
+                 challenge: str | Sequence[str] | None = None, mfa_code: str = "123456",
+                 enabled: bool = True) -> FakeUser:
+        """`username` is what the user types. In a pool created with email_as_username the
+        internal username is a UUID, as in Cognito, and `username` must be the email."""
+        pool = self.pools[pool_id]
+        wanted = [challenge] if isinstance(challenge, str) else list(challenge or ())
+        unknown = set(wanted) - set(CHALLENGES)
+        if unknown:
+            raise ValueError(f"unknown challenge(s) {sorted(unknown)}; use {CHALLENGES}")
+        if pool.email_as_username:
+            email, internal = username, str(uuid.uuid4())
+        else:
+            internal = username
+        user = FakeUser(internal, password, email, dict(attributes or {}), list(groups),
+                        sorted(wanted, key=CHALLENGES.index), mfa_code, enabled)
+        if pool.email_as_username:
+            user.sub = internal
+        set_password(pool_id, user, password)
+        pool.users[internal] = user
+        return user
+
+    def set_fault(self, kind: str | None, times: int | None = None) -> None:
+        """Make the next `times` auth calls (all, when None) fail: "throttle" answers
+        TooManyRequestsException, "error" a 500. None clears. To refuse connections, `stop()`."""
+        if kind not in (None, "throttle", "error"):
+            raise ValueError(f"unknown fault {kind!r}")
+        self._fault, self._fault_times = kind, times
+
+    def revoke_refresh_tokens(self, username: str | None = None) -> int:
+        hit = [r for r in self._refresh.values() if username in (None, r.username)]
+        for r in hit:
+            r.revoked = True
+        return len(hit)
+
+    def count(self, operation: str, flow: str | None = None) -> int:
+        """Calls received (faulted ones included) for an operation, optionally one flow."""
+        if flow:
+            return self.calls[f"{operation}/{flow}"]
+        return sum(n for k, n in self.calls.items() if k.split("/")[0] == operation
+                   or k == operation)
+
+    def issuer(self, pool_id: str) -> str:
+        # Like Cognito's, the issuer plus /.well-known/jwks.json is the JWKS URL.
+        return f"{self.url}/{pool_id}"
+
+    def jwks_url(self, pool_id: str) -> str:
+        return f"{self.issuer(pool_id)}/.well-known/jwks.json"
+
+    def jwks(self, pool_id: str) -> dict[str, Any]:
+        return jwks(self.pools[pool_id])
+
+    # --- HTTP -------------------------------------------------------------------------------
+
+    async def _guard(self, name: str) -> None:
+        self.calls[name] += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self._fault and self._fault_times != 0:
+            if self._fault_times is not None:
+                self._fault_times -= 1
+            if self._fault == "throttle":
+                raise CognitoFault("TooManyRequestsException", "Rate exceeded")
+            raise CognitoFault("InternalErrorException", "Internal server error", 500)
+
+    async def _api(self, request: web.Request) -> web.Response:
+        op = request.headers.get("X-Amz-Target", "").removeprefix(_TARGET)
+        try:
+            body = json.loads(await request.read() or b"{}")
+            if op == "InitiateAuth":
+                flow = str(body.get("AuthFlow", ""))
+                flow = "REFRESH_TOKEN_AUTH" if flow == "REFRESH_TOKEN" else flow
+                await self._guard(f"{op}/{flow}")
+                result = self._initiate(flow, self._client(body), body.get("AuthParameters")
+                                        or {})
+            elif op == "RespondToAuthChallenge":
+                name = str(body.get("ChallengeName", ""))
+                await self._guard(f"{op}/{name}")
+                result = self._respond(name, self._client(body), body)
+            else:
+                raise CognitoFault("UnknownOperationException", f"unknown operation {op!r}")
+        except CognitoFault as f:
+            return web.json_response({"__type": f.kind, "message": f.message}, status=f.status,
+                                     content_type=AMZ_JSON,
+                                     headers={"x-amzn-ErrorType": f"{f.kind}:"})
+        except (ValueError, KeyError, TypeError) as e:
+            return web.json_response({"__type": "SerializationException", "message": str(e)},
+                                     status=400, content_type=AMZ_JSON)
+        return web.json_response(result, content_type=AMZ_JSON)
+
+    async def _jwks(self, request: web.Request) -> web.Response:
+        if request.match_info["pool"] not in self.pools:
+            raise web.HTTPNotFound()
+        return web.json_response(self.jwks(request.match_info["pool"]))
+
+    async def _oauth2_token(self, request: web.Request) -> web.Response:
+        try:
+            await self._guard("oauth2/token")
+        except CognitoFault as f:
+            status = 429 if f.kind == "TooManyRequestsException" else f.status
+            return web.json_response({"error": "server_error" if status >= 500
+                                      else "too_many_requests"}, status=status)
+        form = await request.post()
+        client_id, secret = str(form.get("client_id", "")), str(form.get("client_secret", ""))
+        kind, _, cred = request.headers.get("Authorization", "").partition(" ")
+        if kind.lower() == "basic":
+            try:
+                client_id, _, secret = base64.b64decode(cred).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                client_id = ""
+        client = self.clients.get(client_id)
+        if not client or not client.secret or not secrets.compare_digest(client.secret, secret):
+            return web.json_response({"error": "invalid_client"}, status=400)
+        if form.get("grant_type") != "client_credentials":
+            return web.json_response({"error": "unsupported_grant_type"}, status=400)
+        asked = str(form.get("scope", "")).split()
+        if not client.scopes or not set(asked) <= set(client.scopes):
+            return web.json_response({"error": "invalid_scope" if client.scopes
+                                      else "unauthorized_client"}, status=400)
+        now = int(time.time() + self.clock_skew)
+        claims = {"sub": client_id, "token_use": "access", "scope": " ".join(asked
+                  or client.scopes), "auth_time": now, "client_id": client_id, "version": 2}
+        token = sign(self.pools[client.pool_id], "access", claims, issuer=self.issuer(
+            client.pool_id), now=now, lifetime=self.token_lifetime)
+        return web.json_response({"access_token": token, "expires_in": self.token_lifetime,
+                                  "token_type": "Bearer"})
+
+    # --- the operations ---------------------------------------------------------------------
+
+    def _client(self, body: dict[str, Any]) -> FakeClient:
+        client = self.clients.get(str(body.get("ClientId", "")))
+        if client is None:
+            raise CognitoFault("ResourceNotFoundException",
+                               f"User pool client {body.get('ClientId')} does not exist.")
+        return client
+
+    def _check_secret_hash(self, client: FakeClient, params: dict[str, Any], user: str) -> None:
+        if client.secret is None:
+            return
+        sent = params.get("SECRET_HASH")
+        if not sent:
+            raise CognitoFault("NotAuthorizedException", f"Client {client.client_id} is "
+                               "configured with secret but SECRET_HASH was not received")
+        if sent != srp.secret_hash(user, client.client_id, client.secret):
+            raise CognitoFault("NotAuthorizedException",
+                               f"Unable to verify secret hash for client {client.client_id}")
+
+    def _user(self, pool: FakePool, name: str) -> FakeUser:
+        user = pool.find(name)
+        if user is None:
+            raise CognitoFault("UserNotFoundException", "User does not exist.")
+        if not user.enabled:
+            raise CognitoFault("NotAuthorizedException", "User is disabled.")
+        return user
+
+    def _initiate(self, flow: str, client: FakeClient, params: dict[str, Any]) -> dict[str, Any]:
+        if flow not in ALL_FLOWS:
+            raise CognitoFault("InvalidParameterException", f"Unsupported auth flow {flow}")
+        if flow not in client.auth_flows:
+            raise CognitoFault("InvalidParameterException",
+                               f"{flow} flow not enabled for this client")
+        pool = self.pools[client.pool_id]
+        if flow == "REFRESH_TOKEN_AUTH":
+            ref = self._refresh.get(str(params.get("REFRESH_TOKEN", "")))
+            if ref is None or ref.client_id != client.client_id:
+                raise CognitoFault("NotAuthorizedException", "Invalid Refresh Token")
+            if ref.revoked:
+                raise CognitoFault("NotAuthorizedException", "Refresh Token has been revoked")
+            user = self._user(pool, ref.username)
+            # Cognito wants the hash of its internal username here, not what the user typed.
+            self._check_secret_hash(client, params, user.username)
+            return {"AuthenticationResult": self._tokens(pool, client, user, ref.auth_time),
+                    "ChallengeParameters": {}}
+        typed = str(params.get("USERNAME", ""))
+        self._check_secret_hash(client, params, typed)
+        user = self._user(pool, typed)
+        if flow == "USER_PASSWORD_AUTH":
+            if not secrets.compare_digest(params.get("PASSWORD", ""), user.password):
+                raise CognitoFault("NotAuthorizedException", "Incorrect username or password.")
+            return self._next(_Pending(pool, client, user, ""))
+        b = int.from_bytes(secrets.token_bytes(128), "big") % srp.N
+        pending = _Pending(pool, client, user, "PASSWORD_VERIFIER", b=b,
+                           big_b=srp.server_b(user.verifier, b),
+                           big_a_hex=str(params.get("SRP_A", "")))
+        if not pending.big_a_hex or int(pending.big_a_hex, 16) % srp.N == 0:
+            raise CognitoFault("InvalidParameterException", "SRP_A is missing or invalid")
+        block = base64.b64encode(secrets.token_bytes(64)).decode()
+        self._srp[block] = pending
+        return {"ChallengeName": "PASSWORD_VERIFIER", "ChallengeParameters": {
+            "SALT": user.salt, "SRP_B": f"{pending.big_b:x}", "SECRET_BLOCK": block,
+            "USER_ID_FOR_SRP": user.username, "USERNAME": user.username}}
+
+    def _respond(self, name: str, client: FakeClient, body: dict[str, Any]) -> dict[str, Any]:
+        answers: dict[str, Any] = body.get("ChallengeResponses") or {}
+        if name == "PASSWORD_VERIFIER":
+            pending = self._srp.pop(str(answers.get("PASSWORD_CLAIM_SECRET_BLOCK")), None)
+        else:
+            pending = self._sessions.pop(str(body.get("Session")), None)
+        if pending is None or pending.client is not client:
+            raise CognitoFault("NotAuthorizedException", "Invalid session for the user.")
+        if pending.challenge != name:
+            raise CognitoFault("InvalidParameterException",
+                               f"expected challenge {pending.challenge}, got {name}")
+        user, pool = pending.user, pending.pool
+        if pending.pool.find(str(answers.get("USERNAME", ""))) is not user:
+            raise CognitoFault("NotAuthorizedException", "Incorrect username or password.")
+        self._check_secret_hash(client, answers, str(answers["USERNAME"]))
+        if name == "PASSWORD_VERIFIER":
+            ts = str(answers.get("TIMESTAMP", ""))
+            if not _TIMESTAMP.fullmatch(ts):
+                raise CognitoFault("InvalidParameterException", "TIMESTAMP format is invalid")
+            if not srp.verify_password_claim(
+                    pool_id=pool.pool_id, user_id=user.username, verifier=user.verifier,
+                    b=pending.b, big_b=pending.big_b, big_a_hex=pending.big_a_hex,
+                    secret_block=str(answers["PASSWORD_CLAIM_SECRET_BLOCK"]), ts=ts,
+                    signature=str(answers.get("PASSWORD_CLAIM_SIGNATURE", ""))):
+                raise CognitoFault("NotAuthorizedException", "Incorrect username or password.")
+        elif name == "NEW_PASSWORD_REQUIRED":
+            new = str(answers.get("NEW_PASSWORD", ""))
+            if len(new) < 8:
+                raise CognitoFault("InvalidPasswordException", "Password does not conform to "
+                                   "policy: Password not long enough")
+            set_password(pool.pool_id, user, new)
+            user.challenges.remove(name)
+        elif answers.get(MFA_CODE_KEYS[name]) != user.mfa_code:
+            self._sessions[str(body.get("Session"))] = pending  # the user may try again
+            raise CognitoFault("CodeMismatchException", "Invalid code received for user")
+        pending.done.add(name)
+        return self._next(pending)
+
+    def _next(self, pending: _Pending) -> dict[str, Any]:
+        """After the password checks out: the user's next challenge, or tokens."""
+        left = [c for c in pending.user.challenges if c not in pending.done]
+        if not left:
+            tokens = self._tokens(pending.pool, pending.client, pending.user, None)
+            return {"AuthenticationResult": tokens, "ChallengeParameters": {}}
+        pending.challenge, session = left[0], secrets.token_urlsafe(96)
+        self._sessions[session] = pending
+        params = {"USER_ID_FOR_SRP": pending.user.username}
+        if pending.challenge == "NEW_PASSWORD_REQUIRED":
+            params.update(requiredAttributes="[]", userAttributes=json.dumps(
+                {"email": pending.user.email or ""}))
+        elif pending.challenge in ("SMS_MFA", "EMAIL_OTP"):
+            medium = "SMS" if pending.challenge == "SMS_MFA" else "EMAIL"
+            params.update(CODE_DELIVERY_DELIVERY_MEDIUM=medium,
+                          CODE_DELIVERY_DESTINATION="+*******0100" if medium == "SMS"
+                          else "a***@e***")
+        return {"ChallengeName": pending.challenge, "Session": session,
+                "ChallengeParameters": params}
+
+    def _tokens(self, pool: FakePool, client: FakeClient, user: FakeUser,
+                auth_time: int | None) -> dict[str, Any]:
+        now = int(time.time() + self.clock_skew)
+        result = user_tokens(pool, client, user, issuer=self.issuer(pool.pool_id), now=now,
+                             lifetime=self.token_lifetime, auth_time=auth_time or now)
+        if auth_time is None:  # a sign-in, not a refresh: Cognito hands out a refresh token
+            refresh = secrets.token_urlsafe(300)
+            self._refresh[refresh] = _Refresh(pool.pool_id, client.client_id, user.username, now)
+            result["RefreshToken"] = refresh
+        return result
+
+
+async def _main(port: int) -> None:
+    fake = FakeCognito(port=port)
+    await fake.start()
+    pool = fake.add_pool()
+    client = fake.add_client(pool, "demo-client")
+    m2m = fake.add_client(pool, "demo-m2m", secret="demo-m2m-secret", scopes=["demo/read"])
+    fake.add_user(pool, "demo", "demo-password", email="demo@example.com")
+    print(f"fake Cognito at {fake.url}\n\ncredentials:\n  user:\n    type: cognito\n"
+          f"    flow: srp\n    endpoint: {fake.url}\n    user_pool_id: {pool}\n"
+          f"    client_id: {client}\n    username: demo\n    password: demo-password\n"
+          f"  machine:\n    type: cognito\n    flow: client_credentials\n"
+          f"    domain: {fake.url}\n    client_id: {m2m}\n    client_secret: demo-m2m-secret\n"
+          f"    scopes: [demo/read]\n\nJWKS: {fake.jwks_url(pool)}\nCtrl-C stops.", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await fake.stop()
+
+
+if __name__ == "__main__":
+    import argparse
+    import contextlib
+
+    parser = argparse.ArgumentParser(description="Run a fake Cognito on 127.0.0.1")
+    parser.add_argument("--port", type=int, default=9229)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_main(parser.parse_args().port))

@@ -106,7 +106,7 @@ def _overrides(config: Config, args: argparse.Namespace) -> Config:
             if value.lower() not in choices:
                 raise ConfigError(var, [_problem(f"logging.{field}", f"must be one of "
                                                  f"{', '.join(choices)}, got {value!r}")])
-            logging_ = dataclasses.replace(logging_, **{field: value.lower()})
+            logging_ = dataclasses.replace(logging_, **{field: value.lower()})  # type: ignore
     return dataclasses.replace(config, listen=listen, logging=logging_)
 
 
@@ -136,7 +136,7 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
 
 def _use_uvloop() -> None:
     try:
-        import uvloop
+        import uvloop  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

@@ -180,8 +180,9 @@ class _Reader:
         if not isinstance(value, str) or "${" not in value:
             return value
         expanded = self._expand(value, path, node.start_mark.line + 1)
-        if node.style is None:  # a plain scalar: `port: ${PORT}` becomes an int like `port: 8080`
-            tag = self.loader.resolve(yaml.ScalarNode, expanded, (True, False))
+        if getattr(node, "style", None) is None:
+            # A plain scalar: `port: ${PORT}` becomes an int, as `port: 8080` would.
+            tag = self.loader.resolve(yaml.ScalarNode, expanded, (True, False))  # type: ignore
             return self.loader.construct_object(yaml.ScalarNode(tag, expanded), deep=True)
         return expanded
 

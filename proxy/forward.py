@@ -92,7 +92,8 @@ def _ssl_context(verify: bool | str) -> ssl.SSLContext | bool:
 def _env_proxy(url: URL) -> str | None:
     """HTTPS_PROXY / HTTP_PROXY / NO_PROXY as curl reads them, decided once per endpoint."""
     proxies = urllib.request.getproxies_environment()
-    if not proxies or urllib.request.proxy_bypass_environment(url.host or "", proxies):
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    if not proxies or bypass(url.host or "", proxies):
         return None
     return proxies.get(url.scheme)
 

@@ -62,8 +62,9 @@ async def serve(config: Config, reload_config: Callable[[], Config] | None = Non
     warning = running.proxy.rt.guard.bind_warning()
     if warning:
         log.warning(warning)
-    log.info("authproxy listening on %s (%d endpoints, admin at %s%s/)", running.url,
-             len(config.endpoints), running.url, config.admin.prefix)
+    n = len(config.endpoints)
+    log.info("authproxy listening on %s (%d endpoint%s, admin at %s%s/)", running.url, n,
+             "" if n == 1 else "s", running.url, config.admin.prefix)
     if on_ready:
         on_ready(running)
     loop = asyncio.get_running_loop()

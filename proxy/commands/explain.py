@@ -80,18 +80,21 @@ def explain(config: Config, method: str, header_args: Sequence[str], target: str
     else:
         print("credential: none (no auth header is added)")
     sent = upstream_headers(request, up, inject, Exchange())
+    sent["X-Forwarded-For"] = "<client address>"
+    sent["Host"] = up.url("", "").raw_authority
     received = {k.lower() for k in headers}
     print("headers sent upstream:")
-    for name, value in redact_headers(sent.items(), frozenset([inject[0].lower()] if inject
-                                                              else [])):
+    secret = frozenset([inject[0].lower()] if inject and ep.auth and isinstance(
+        config.credentials[ep.auth], StaticCredential) else [])
+    for name, value in redact_headers(sent.items(), secret):
         low = name.lower()
         mark = "+" if low not in received else ("~" if headers.get(name) != value else " ")
         print(f"  {mark} {name}: {value}")
     for name in headers:
         if name.lower() not in {k.lower() for k in sent}:
             print(f"  - {name} (dropped)")
-    print("  (+ added, ~ replaced, - dropped; secrets redacted; X-Forwarded-For and "
-          "X-Request-Id get real values per request)")
+    print("  (+ added, ~ replaced, - dropped; secrets redacted; X-Request-Id is the client's "
+          "or a new one per request)")
     return 0
 
 

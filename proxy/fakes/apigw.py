@@ -148,7 +148,8 @@ def main() -> None:
     parser.add_argument("--require", action="append", default=[], metavar="'Header: value'",
                         help="answer 401 like an authorizer unless this header has this value")
     args = parser.parse_args()
-    require = dict((p.strip() for p in r.split(":", 1)) for r in args.require)
+    require = {name.strip(): value.strip()
+               for name, _, value in (r.partition(":") for r in args.require)}
 
     async def run() -> None:
         fake = FakeApiGateway(stage=args.stage.rstrip("/"), require=require)

@@ -1,0 +1,143 @@
+"""Shared fixtures: a fake API Gateway (in-process, or in a thread for subprocess tests), an
+in-process proxy built from YAML text, and the real `authproxy serve` process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from proxy.app import PROXY, make_app
+from proxy.config import parse_config
+from proxy.fakes.apigw import FakeApiGateway
+
+AUTHPROXY = str(Path(sys.executable).parent / "authproxy")
+
+
+@pytest.fixture
+async def apigw() -> AsyncIterator[FakeApiGateway]:
+    fake = FakeApiGateway()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+MakeProxy = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+def make_proxy(aiohttp_client: Any) -> MakeProxy:
+    """`await make_proxy(yaml_text, env={...})` -> a TestClient talking to an in-process proxy."""
+
+    async def make(text: str, env: dict[str, str] | None = None) -> TestClient[Any, Any]:
+        config = parse_config(text, "test.yaml", {**os.environ, **(env or {})})
+        app = make_app(config)
+        client: TestClient[Any, Any] = await aiohttp_client(app)
+        app[PROXY].set_port(client.port)
+        return client
+
+    return make
+
+
+@dataclass
+class ThreadedApiGateway:
+    """The fake API Gateway on its own event loop thread, for tests that run subprocesses."""
+
+    fake: FakeApiGateway = field(default_factory=FakeApiGateway)
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
+
+    def start(self) -> str:
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        return asyncio.run_coroutine_threadsafe(self.fake.start(), self.loop).result(10)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.fake.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+@pytest.fixture
+def threaded_apigw() -> Iterator[FakeApiGateway]:
+    server = ThreadedApiGateway()
+    server.start()
+    yield server.fake
+    server.stop()
+
+
+@dataclass
+class ServeProcess:
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    url: str = ""
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str, headers: dict[str, str] | None = None,
+            timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+        req = urllib.request.Request(self.url + path, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
+def start_serve(config_path: Path, *args: str, env: dict[str, str] | None = None,
+                wait: bool = True) -> ServeProcess:
+    log_path = config_path.with_suffix(".log")
+    out = log_path.open("wb")
+    proc = subprocess.Popen([AUTHPROXY, "serve", "-c", str(config_path), "--port", "0", *args],
+                            stdout=out, stderr=subprocess.STDOUT,
+                            env={**os.environ, **(env or {})})
+    sp = ServeProcess(proc, log_path)
+    if not wait:
+        return sp
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        m = re.search(r"listening on (http://\S+?)[\s\"]", sp.log())
+        if m:
+            sp.url = m.group(1)
+            return sp
+        if proc.poll() is not None:
+            raise AssertionError(f"authproxy serve exited {proc.returncode}:\n{sp.log()}")
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"authproxy serve did not start:\n{sp.log()}")
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
+    """`serve(yaml_text, *flags, env=...)` runs the real `authproxy serve` on a free port."""
+    started: list[ServeProcess] = []
+
+    def run(text: str, *args: str, env: dict[str, str] | None = None,
+            wait: bool = True) -> ServeProcess:
+        path = tmp_path / f"proxy{len(started)}.yaml"
+        path.write_text(text)
+        sp = start_serve(path, *args, env=env, wait=wait)
+        started.append(sp)
+        return sp
+
+    yield run
+    for sp in started:
+        if sp.proc.poll() is None:
+            sp.proc.kill()
+            sp.proc.wait()

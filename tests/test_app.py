@@ -1,0 +1,100 @@
+"""The request path through the app: unusable targets, routing errors, and the guarantee that the
+upstream host never comes from the request, sent over raw sockets as a hostile client would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from conftest import MakeProxy
+
+from proxy.app import target_problem
+from proxy.fakes.apigw import FakeApiGateway
+
+
+def config(url: str) -> str:
+    return f"""
+credentials:
+  tok: {{type: static, value: tok-123456789}}
+endpoints:
+  - {{name: api, endpoint: "{url}/Development", auth: tok}}
+  - {{name: root, endpoint: "{url}/Development/root", prefix: /}}
+"""
+
+
+async def raw_request(port: int, target: str, host: str = "127.0.0.1",
+                      extra: str = "") -> tuple[int, dict[str, str], bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
+                 .encode("latin-1"))
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.mark.parametrize("target", [
+    "http://evil.example/api/x", "https://evil.example:443/api/x", "//evil.example/api/x",
+    "/api/@evil.example/x", "/api/..\\..\\x", "/api/%2e%2e/%2E%2E/x", "/api/../x", "/api/./x",
+    "/api/x/..", "/api%2f..%2fx", "/@evil.example", "/api/x?next=http://evil.example/",
+    "/api/%5c%2e%2e%5cx", "*",
+])
+async def test_upstream_host_never_comes_from_the_request(
+        target: str, apigw: FakeApiGateway, make_proxy: MakeProxy) -> None:
+    client = await make_proxy(config(apigw.url))
+    status, headers, body = await raw_request(client.port, target)
+    if status == 200:
+        seen = apigw.seen[-1]
+        assert seen.header("Host") == f"127.0.0.1:{apigw.port}"
+        assert seen.raw_path.startswith("/Development/")
+        assert ".." not in seen.raw_path.lower().replace("%2e", ".")
+    else:
+        assert status in (400, 404), (status, body)
+        if target != "*":  # "*" is refused by aiohttp's parser itself, before the proxy
+            assert json.loads(body)["error"] in ("bad_request", "no_route")
+    assert all(s.header("Host") == f"127.0.0.1:{apigw.port}" for s in apigw.seen)
+
+
+async def test_absolute_form_is_a_bad_request(apigw: FakeApiGateway,
+                                             make_proxy: MakeProxy) -> None:
+    client = await make_proxy(config(apigw.url))
+    status, headers, body = await raw_request(client.port, f"{apigw.url}/Development/x")
+    assert status == 400
+    assert headers["X-Authproxy-Error"] == "bad_request"
+    assert not apigw.seen
+
+
+async def test_no_route_names_the_endpoints(apigw: FakeApiGateway,
+                                            make_proxy: MakeProxy) -> None:
+    client = await make_proxy(f"""
+endpoints:
+  - {{name: api, endpoint: "{apigw.url}/Development"}}
+""")
+    resp = await client.get("/apix")
+    assert resp.status == 404
+    assert resp.headers["X-Authproxy-Error"] == "no_route"
+    body = await resp.json()
+    assert body["error"] == "no_route" and "/api" in body["message"]
+
+
+async def test_admin_prefix_is_never_forwarded(apigw: FakeApiGateway,
+                                              make_proxy: MakeProxy) -> None:
+    client = await make_proxy(config(apigw.url))  # "root" takes every path
+    for path in ("/_authproxy/healthz", "/_authproxy/nothing", "/_authproxy"):
+        await client.get(path)
+    assert not apigw.seen
+    resp = await client.get("/_authproxyx")
+    assert resp.status == 200  # a different path, forwarded by the "/" endpoint
+    assert apigw.seen[-1].raw_path == "/Development/root/_authproxyx"
+
+
+def test_target_problem() -> None:
+    assert target_problem("/api/x") is None
+    assert target_problem("/api/x.y/..z/.well-known") is None
+    assert target_problem("/api/%2E%2e/x")
+    assert target_problem("http://x/")
+    assert target_problem("/a\\b")

@@ -1,0 +1,227 @@
+"""The config file: every key of the SPEC, interpolation, *_file twins, and errors that name the
+key path and line, all reported in one pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proxy.config import (
+    CognitoCredential,
+    ConfigError,
+    StaticCredential,
+    load_config,
+    parse_config,
+)
+
+SPEC_EXAMPLE = """\
+listen:
+  host: 127.0.0.1
+  port: 8080
+  allowed_hosts: [dev.example.test]
+  shared_secret: null
+credentials:
+  api-key:
+    type: static
+    header: x-api-key
+    value: ${API_KEY}
+  user:
+    type: cognito
+    flow: srp
+    user_pool_id: us-east-1_AbCdEf123
+    client_id: 1example23456789
+    client_secret: ${COGNITO_CLIENT_SECRET}
+    username: ${COGNITO_USERNAME}
+    password: ${COGNITO_PASSWORD}
+    token: id
+    header: Authorization
+    prefix: "Bearer "
+    refresh_margin: 300
+    endpoint: null
+  machine:
+    type: cognito
+    flow: client_credentials
+    domain: https://myapp.auth.us-east-1.amazoncognito.com
+    client_id: abc
+    client_secret: ${M2M_SECRET}
+    scopes: [orders/read]
+endpoints:
+  - name: sampleCloudApi
+    endpoint: https://xyz.execute-api.us-east-1.amazonaws.com/Development
+    auth: user
+    prefix: /sampleCloudApi
+    host: null
+    client_header: replace
+    set_headers: {}
+    remove_headers: []
+    timeout: 30
+    connect_timeout: 5
+    tls_verify: true
+  - name: orders
+    endpoint: https://abc.execute-api.us-east-1.amazonaws.com/prod/
+    auth: api-key
+    host: orders.localhost
+  - name: public
+    endpoint: https://pub.example.com
+    auth: none
+    client_header: keep
+    set_headers: {X-Stage: dev}
+    remove_headers: [Cookie]
+cors:
+  allow_origins: ["http://localhost:*"]
+  allow_methods: [GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS]
+  allow_headers: [Content-Type, X-Amz-Date, Authorization, X-Api-Key, X-Amz-Security-Token]
+  expose_headers: []
+  allow_credentials: false
+  max_age: 600
+  allow_private_network: true
+logging:
+  level: info
+  format: text
+  log_headers: false
+admin:
+  prefix: /_authproxy
+  inspector: true
+  history: 200
+"""
+ENV = {"API_KEY": "k-1", "COGNITO_CLIENT_SECRET": "cs", "COGNITO_USERNAME": "alice",
+       "COGNITO_PASSWORD": "pw", "M2M_SECRET": "m2m"}
+
+
+def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "t.yaml", env or {})
+    return info.value.lines()
+
+
+def test_the_spec_example_loads_with_every_key() -> None:
+    c = parse_config(SPEC_EXAMPLE, "t.yaml", ENV)
+    key = c.credentials["api-key"]
+    assert isinstance(key, StaticCredential) and key.header == "x-api-key"
+    assert key.value.reveal() == "k-1"
+    user = c.credentials["user"]
+    assert isinstance(user, CognitoCredential)
+    assert (user.flow, user.region, user.username, user.token) == ("srp", "us-east-1", "alice",
+                                                                   "id")
+    assert user.password is not None and user.password.reveal() == "pw"
+    machine = c.credentials["machine"]
+    assert isinstance(machine, CognitoCredential) and machine.token == "access"
+    assert machine.scopes == ("orders/read",)
+    api, orders, public = c.endpoints
+    assert api.prefix == "/sampleCloudApi" and api.auth == "user"
+    assert orders.prefix == "/" and orders.host == "orders.localhost"
+    assert orders.endpoint.endswith("/prod")
+    assert public.prefix == "/public" and public.auth is None
+    assert public.client_header == "keep" and public.set_headers == (("X-Stage", "dev"),)
+    assert c.listen.allowed_hosts == ("dev.example.test",)
+    assert c.cors.allow_origins == ("http://localhost:*",)
+
+
+def test_defaults_for_a_minimal_file() -> None:
+    c = parse_config("endpoints:\n  - {name: api, endpoint: 'https://x.example'}\n", "t", {})
+    assert (c.listen.host, c.listen.port) == ("127.0.0.1", 8080)
+    ep = c.endpoints[0]
+    assert (ep.prefix, ep.auth, ep.timeout, ep.connect_timeout, ep.tls_verify) == (
+        "/api", None, 30.0, 5.0, True)
+    assert c.admin.prefix == "/_authproxy" and c.logging.format == "text"
+
+
+def test_env_interpolation_with_defaults_and_types() -> None:
+    text = "listen:\n  port: ${PORT:-9001}\n  host: '${HOST:-127.0.0.1}'\n"
+    assert parse_config(text, "t", {}).listen.port == 9001
+    assert parse_config(text, "t", {"PORT": "7000"}).listen.port == 7000
+    lines = problems("credentials:\n  k:\n    type: static\n    value: ${NOPE}\n")
+    assert lines == ["t.yaml:4: credentials.k.value: environment variable NOPE is not set "
+                     "(set it, or write ${NOPE:-default})"]
+
+
+def test_file_twins(tmp_path: Path) -> None:
+    secret = tmp_path / "key"
+    secret.write_text("from-file\n")
+    c = parse_config(f"credentials:\n  k: {{type: static, value_file: {secret}}}\n", "t", {})
+    k = c.credentials["k"]
+    assert isinstance(k, StaticCredential) and k.value.reveal() == "from-file"
+    lines = problems(f"credentials:\n  k: {{type: static, value: x, value_file: {secret}}}\n")
+    assert "set value or value_file, not both" in lines[0]
+    lines = problems("credentials:\n  k: {type: static, value_file: /nonexistent/x}\n")
+    assert "cannot read /nonexistent/x" in lines[0]
+
+
+def test_three_mistakes_reported_at_once_with_paths_lines_and_suggestions() -> None:
+    text = """\
+listen:
+  prot: 8080
+credentials:
+  user: {type: static, value: x}
+endpoints:
+  - name: api
+    endpoint: https://x.example
+    auth: usr
+    timeout: soon
+"""
+    lines = problems(text)
+    assert lines == [
+        "t.yaml:2: listen.prot: unknown key (did you mean 'port'?)",
+        "t.yaml:8: endpoints[0].auth: unknown credential 'usr' (did you mean 'user'?)",
+        "t.yaml:9: endpoints[0].timeout: must be a number, got a string 'soon'",
+    ]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("endpoints:\n  - {name: a, endpoint: 'ftp://x'}\n", "endpoints[0].endpoint: must be an http"),
+    ("endpoints:\n  - {name: a, endpoint: 'https://x', prefix: 'api'}\n",
+     "endpoints[0].prefix: must be a path"),
+    ("endpoints:\n  - {name: a, endpoint: 'https://x'}\n  - {name: a, endpoint: 'https://y'}\n",
+     "same host and prefix"),
+    ("endpoints:\n  - {name: a, endpoint: 'https://x', client_header: repalce}\n",
+     "(did you mean 'replace'?)"),
+    ("endpoints:\n  - {name: a, endpoint: 'https://x', tls_verify: /no/ca.pem}\n",
+     "CA bundle '/no/ca.pem' is not a readable file"),
+    ("endpoints:\n  - {endpoint: 'https://x'}\n", "endpoints[0].name: is required"),
+    ("credentials:\n  u: {type: cognito, flow: password, client_id: c}\n",
+     "credentials.u.user_pool_id: is required"),
+    ("credentials:\n  u: {type: cognito, flow: srpp, client_id: c}\n",
+     "(did you mean 'srp'?)"),
+    ("credentials:\n  m: {type: cognito, flow: client_credentials, client_id: c,"
+     " domain: 'https://d', token: id, client_secret: s}\n", "must be access"),
+    ("credentials:\n  k: {type: statik}\n", "(did you mean 'static'?)"),
+    ("cors:\n  allow_origins: ['*']\n  allow_credentials: true\n", "'*' cannot be used"),
+    ("cors:\n  allow_origins: ['http://x.example/path']\n", "cors.allow_origins[0]: must be an"),
+    ("logging: {format: xml}\n", "logging.format: must be one of text, json"),
+    ("admin: {prefix: /}\n", "admin.prefix"),
+    ("endpoints:\n  - {name: a, endpoint: 'https://x', prefix: /_authproxy/x}\n",
+     "is inside admin.prefix"),
+    ("listen: [1, 2]\n", "listen: must be a mapping"),
+    ("endpoints: {a: 1}\n", "endpoints: must be a list, got a mapping"),
+    ("listen:\n  port: 1\n  port: 2\n", "listen.port: duplicate key"),
+    ("listen: {port: 70000}\n", "listen.port: must be 0-65535"),
+    ("endpoints:\n  - name: a\n    endpoint: 'https://x'\n    set_headers: {'bad header': x}\n",
+     "set_headers.bad header: must map a header name"),
+])
+def test_each_mistake_is_named(text: str, expected: str) -> None:
+    assert any(expected in line for line in problems(text)), problems(text)
+
+
+def test_yaml_syntax_error_has_a_line() -> None:
+    lines = problems("listen:\n  port: [8080\n")
+    assert lines[0].startswith("t.yaml:") and "not valid YAML" in lines[0]
+
+
+def test_missing_file_says_how_to_point_at_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "none.yaml")
+    assert "AUTHPROXY_CONFIG" in str(info.value)
+
+
+def test_secrets_never_in_config_repr() -> None:
+    c = parse_config(SPEC_EXAMPLE, "t.yaml", ENV | {"API_KEY": "very-secret-api-key"})
+    assert "very-secret-api-key" not in repr(c) and "very-secret-api-key" not in str(c)
+
+
+def test_shipped_configs_are_valid() -> None:
+    root = Path(__file__).parent.parent / "config"
+    for name in ("proxy.yaml", "demo.yaml"):
+        load_config(root / name, {"API_KEY": "k", "COGNITO_USERNAME": "u",
+                                  "COGNITO_PASSWORD": "p", "COGNITO_CLIENT_SECRET": "s",
+                                  "M2M_SECRET": "m"})

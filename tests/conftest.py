@@ -59,13 +59,19 @@ class ThreadedApiGateway:
     fake: FakeApiGateway = field(default_factory=FakeApiGateway)
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
 
+    thread: threading.Thread | None = None
+
     def start(self) -> str:
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
         return asyncio.run_coroutine_threadsafe(self.fake.start(), self.loop).result(10)
 
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self.fake.stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
+        assert self.thread is not None
+        self.thread.join(10)
+        self.loop.close()
 
 
 @pytest.fixture
@@ -103,10 +109,10 @@ class ServeProcess:
 def start_serve(config_path: Path, *args: str, env: dict[str, str] | None = None,
                 wait: bool = True) -> ServeProcess:
     log_path = config_path.with_suffix(".log")
-    out = log_path.open("wb")
-    proc = subprocess.Popen([AUTHPROXY, "serve", "-c", str(config_path), "--port", "0", *args],
-                            stdout=out, stderr=subprocess.STDOUT,
-                            env={**os.environ, **(env or {})})
+    with log_path.open("wb") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [AUTHPROXY, "serve", "-c", str(config_path), "--port", "0", *args],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     sp = ServeProcess(proc, log_path)
     if not wait:
         return sp

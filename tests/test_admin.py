@@ -1,0 +1,54 @@
+"""Admin answers: healthz, readyz and Prometheus metrics, as a monitoring system reads them."""
+
+from __future__ import annotations
+
+from conftest import MakeProxy
+from prometheus_client.parser import text_string_to_metric_families
+
+from proxy.fakes.apigw import FakeApiGateway
+
+
+def config(url: str) -> str:
+    return f"""
+credentials:
+  tok: {{type: static, value: tok-abcdefghijkl}}
+  unused: {{type: static, value: unused-1234567}}
+endpoints:
+  - {{name: api, endpoint: "{url}/Development", auth: tok}}
+  - {{name: open, endpoint: "{url}/Development"}}
+"""
+
+
+async def test_healthz_and_readyz(apigw: FakeApiGateway, make_proxy: MakeProxy) -> None:
+    client = await make_proxy(config(apigw.url))
+    resp = await client.get("/_authproxy/healthz")
+    assert resp.status == 200 and await resp.json() == {"status": "ok"}
+    resp = await client.get("/_authproxy/readyz")
+    body = await resp.json()
+    assert resp.status == 200 and body["status"] == "ready"
+    assert set(body["credentials"]) == {"tok"}  # only credentials some endpoint uses
+    assert body["credentials"]["tok"]["ready"] is True
+    assert "tok-abcdefghijkl" not in await resp.text()
+    resp = await client.post("/_authproxy/healthz")
+    assert resp.status == 405
+
+
+async def test_metrics_count_requests_by_endpoint_and_status(apigw: FakeApiGateway,
+                                                            make_proxy: MakeProxy) -> None:
+    client = await make_proxy(config(apigw.url))
+    for _ in range(3):
+        await client.get("/api/x")
+    await client.get("/open/x", headers={"X-Fake-Status": "503"})
+    await client.get("/nowhere")
+    resp = await client.get("/_authproxy/metrics")
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(await resp.text()) for s in f.samples}
+    assert samples[("authproxy_requests_total", (("endpoint", "api"), ("status", "200")))] == 3
+    assert samples[("authproxy_requests_total", (("endpoint", "open"), ("status", "503")))] == 1
+    assert samples[("authproxy_requests_total", (("endpoint", "-"), ("status", "404")))] == 1
+    assert samples[("authproxy_upstream_seconds_count", (("endpoint", "api"),))] == 3
+    assert samples[("authproxy_credential_ready", (("credential", "tok"),))] == 1
+    assert samples[("authproxy_in_flight_requests", ())] == 0
+    # Admin requests themselves are not counted as proxied traffic.
+    assert sum(v for (name, _), v in samples.items() if name == "authproxy_requests_total") == 5

@@ -1,0 +1,242 @@
+"""The command line as a user runs it: real `authproxy` processes, exit codes, stdout/stderr."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import AUTHPROXY, ServeProcess
+
+from proxy.fakes.apigw import FakeApiGateway
+
+TOKEN = "e2e-static-token-abcdef0123456789"
+
+
+def run(*args: str, env: dict[str, str] | None = None,
+        input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([AUTHPROXY, *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})}, input=input)
+
+
+def config(url: str, extra: str = "") -> str:
+    return f"""
+credentials:
+  tok: {{type: static, value: "${{E2E_TOKEN:-{TOKEN}}}"}}
+endpoints:
+  - name: api
+    endpoint: {url}/Development
+    auth: tok
+  - name: open
+    endpoint: {url}/Development
+{extra}"""
+
+
+Serve = Callable[..., ServeProcess]
+
+
+@pytest.mark.e2e
+def test_serve_forwards_with_the_static_header_and_stops_cleanly(
+        threaded_apigw: FakeApiGateway, serve: Serve) -> None:
+    sp = serve(config(threaded_apigw.url))
+    status, headers, body = sp.get("/api/items?x=1")
+    assert status == 200
+    echo = json.loads(body)
+    assert echo["raw_path"] == "/Development/items?x=1"
+    assert dict(echo["headers"])["Authorization"] == TOKEN
+    status, _, body = sp.get("/open/items")
+    assert status == 200 and "Authorization" not in dict(json.loads(body)["headers"])
+    status, _, body = sp.get("/_authproxy/healthz")
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
+    assert sp.stop(signal.SIGTERM) == 0
+    log = sp.log()
+    assert '"GET /api/items" api 200' in log and "stopped" in log
+    assert TOKEN not in log and "Traceback" not in log
+
+
+@pytest.mark.e2e
+def test_serve_json_logs_and_env_overrides(threaded_apigw: FakeApiGateway, serve: Serve) -> None:
+    sp = serve(config(threaded_apigw.url), env={"AUTHPROXY_LOG_FORMAT": "json"})
+    sp.get("/api/x")
+    sp.stop()
+    lines = [json.loads(line) for line in sp.log().splitlines() if line.startswith("{")]
+    access = [entry for entry in lines if entry["logger"] == "authproxy.access"]
+    assert access and access[0]["endpoint"] == "api" and access[0]["status"] == 200
+
+
+@pytest.mark.e2e
+def test_serve_with_bad_config_exits_2_without_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("endpoints:\n  - name: api\n    endpoint: nope\n    auth: tok\n")
+    result = run("serve", "-c", str(path))
+    assert result.returncode == 2
+    assert f"{path}:3: endpoints[0].endpoint: must be an http(s) URL" in result.stderr
+    assert f"{path}:4: endpoints[0].auth: unknown credential 'tok'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.e2e
+def test_config_path_from_environment_and_missing_default(tmp_path: Path,
+                                                          threaded_apigw: FakeApiGateway) -> None:
+    path = tmp_path / "env.yaml"
+    path.write_text(config(threaded_apigw.url))
+    result = run("check", env={"AUTHPROXY_CONFIG": str(path)})
+    assert result.returncode == 0 and str(path) in result.stdout
+    result = subprocess.run([AUTHPROXY, "check"], capture_output=True, text=True, cwd=tmp_path,
+                            env={k: v for k, v in os.environ.items() if k != "AUTHPROXY_CONFIG"})
+    assert result.returncode == 2 and "config/proxy.yaml" in result.stderr
+
+
+@pytest.mark.e2e
+def test_busy_port_is_a_clear_error(threaded_apigw: FakeApiGateway, tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        path = tmp_path / "p.yaml"
+        path.write_text(config(threaded_apigw.url))
+        result = run("serve", "-c", str(path), "--port", str(s.getsockname()[1]))
+    assert result.returncode == 1
+    assert "cannot listen on 127.0.0.1" in result.stderr and "--port" in result.stderr
+
+
+@pytest.mark.e2e
+def test_sigterm_drains_a_slow_request(threaded_apigw: FakeApiGateway, serve: Serve) -> None:
+    sp = serve(config(threaded_apigw.url))
+    result: dict[str, object] = {}
+
+    def slow() -> None:
+        result["status"], _, _ = sp.get("/api/slow", {"X-Fake-Delay": "2"})
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.7)
+    sp.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    with pytest.raises(OSError):  # no longer accepting: refused, not left hanging
+        sp.get("/api/late", timeout=3)
+    t.join(10)
+    assert result["status"] == 200
+    assert sp.proc.wait(10) == 0
+
+
+@pytest.mark.e2e
+def test_sighup_reload_applies_valid_and_rejects_invalid(threaded_apigw: FakeApiGateway,
+                                                        serve: Serve, tmp_path: Path) -> None:
+    sp = serve(config(threaded_apigw.url))
+    path = Path(sp.proc.args[3])  # type: ignore[index]
+    path.write_text(config(threaded_apigw.url, extra=f"""
+  - name: added
+    endpoint: {threaded_apigw.url}/Development
+"""))
+    sp.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while "config reloaded" not in sp.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sp.get("/added/x")[0] == 200
+    path.write_text("endpoints: [oops\n")
+    sp.proc.send_signal(signal.SIGHUP)
+    while "reload failed" not in sp.log() and time.monotonic() < deadline + 5:
+        time.sleep(0.05)
+    assert "reload failed; the previous config keeps serving" in sp.log()
+    assert sp.get("/added/x")[0] == 200
+    assert sp.stop() == 0
+
+
+def test_check_prints_a_redacted_summary(tmp_path: Path, threaded_apigw: FakeApiGateway) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(config(threaded_apigw.url))
+    result = run("check", "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "api" in result.stdout and "/Development" in result.stdout
+    assert f"***({len(TOKEN)} chars)" in result.stdout
+    assert TOKEN not in result.stdout + result.stderr
+
+
+def test_check_reports_three_mistakes_in_one_run(tmp_path: Path) -> None:
+    path = tmp_path / "three.yaml"
+    path.write_text("""\
+listen:
+  port: eighty
+credentials:
+  user: {type: static, value: x}
+endpoints:
+  - name: api
+    endpoint: https://x.example
+    auth: usr
+    clientheader: keep
+""")
+    result = run("check", "-c", str(path))
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[:3] == [
+        f"{path}:2: listen.port: must be an integer, got a string 'eighty'",
+        f"{path}:8: endpoints[0].auth: unknown credential 'usr' (did you mean 'user'?)",
+        f"{path}:9: endpoints[0].clientheader: unknown key (did you mean 'client_header'?)",
+    ]
+    assert "3 problems" in result.stderr
+
+
+def test_explain_shows_the_decision(tmp_path: Path, threaded_apigw: FakeApiGateway) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(config(threaded_apigw.url, extra="cors: {allow_origins: [http://app.test:3000]}\n"))
+    result = run("explain", "-c", str(path), "-X", "POST", "-H", "Cookie: a=1",
+                 "-H", "Origin: http://app.test:3000", "/api/items?x=1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "endpoint: api (matched by longest prefix /api)" in out
+    assert f"upstream: POST {threaded_apigw.url}/Development/items?x=1" in out
+    assert "+ Authorization: ***(" in out and TOKEN not in out
+    assert "Origin http://app.test:3000 allowed" in out
+    full = run("explain", "-c", str(path), "http://localhost:8080/open/x")
+    assert full.returncode == 0 and "endpoint: open" in full.stdout
+    assert "credential: none" in full.stdout
+    miss = run("explain", "-c", str(path), "/nowhere")
+    assert miss.returncode == 3 and "NO MATCH" in miss.stdout
+    evil = run("explain", "-c", str(path), "-H", "Origin: http://evil.test", "/api/x")
+    assert evil.returncode == 3 and "origin_not_allowed" in evil.stdout
+
+
+def _jwt(claims: dict[str, object]) -> str:
+    def b64(d: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+    return f"{b64({'alg': 'RS256', 'kid': 'k1'})}.{b64(claims)}.c2lnbmF0dXJl"
+
+
+def test_decode_prints_claims_with_human_times() -> None:
+    now = int(time.time())
+    token = _jwt({"sub": "abc", "token_use": "id", "iat": now - 60, "exp": now + 3000})
+    result = run("decode", token)
+    assert result.returncode == 0
+    assert '"token_use": "id"' in result.stdout and '"kid": "k1"' in result.stdout
+    assert "expires in 49m" in result.stdout and "UTC" in result.stdout
+    assert "c2lnbmF0dXJl" not in result.stdout  # never the signature
+    expired = run("decode", f"Bearer {_jwt({'exp': now - 7200})}")
+    assert expired.returncode == 0 and "EXPIRED 2h ago" in expired.stdout
+    bad = run("decode", "not-a-jwt")
+    assert bad.returncode == 2 and "not a JWT" in bad.stderr
+
+
+@pytest.mark.e2e
+def test_demo_once_shows_each_strategy() -> None:
+    result = run("demo", "--once", "--port", "0")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "[static]" in out and "[public]" in out
+    assert "API Gateway saw GET /Development/hello?demo=1, Authorization: ***(" in out
+    assert "no Authorization header" in out
+    assert "demo-static-token-not-a-real-secret" not in out + result.stderr
+
+
+def test_version_and_help() -> None:
+    assert run("--version").stdout.startswith("authproxy ")
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("serve", "check", "explain", "decode", "demo"):
+        assert command in result.stdout

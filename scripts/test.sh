@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The test command of the README: installs what the tests need on a fresh machine (a venv with
+# the project and its test extra; Debian's chromium for the browser tests), then runs ruff, mypy
+# and the whole pytest suite. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "== installing Debian's chromium for the browser tests"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  else
+    echo "chromium is missing: sudo apt-get install chromium (the browser tests need it)" >&2
+    exit 1
+  fi
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+
+echo "== ruff";  .venv/bin/ruff check proxy tests bench
+echo "== mypy";  .venv/bin/mypy
+echo "== pytest"
+# The browser tests must run here, never skip quietly.
+AUTHPROXY_REQUIRE_BROWSER=1 .venv/bin/pytest "$@"

@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 
 from proxy.credentials import CredentialSource
 from proxy.errors import error_response
+from proxy.history import History
 
 
 class Metrics:
@@ -67,11 +68,16 @@ class _CredentialCollector(Collector):
 
 class Admin:
     def __init__(self, metrics: Metrics,
-                 sources_in_use: Callable[[], Mapping[str, CredentialSource]]) -> None:
+                 sources_in_use: Callable[[], Mapping[str, CredentialSource]],
+                 history: History | None) -> None:
         self.metrics = metrics
         self.sources_in_use = sources_in_use
+        self.history = history
         self.routes: dict[str, Callable[[web.Request], web.StreamResponse]] = {
-            "/healthz": self.healthz, "/readyz": self.readyz, "/metrics": self.prometheus}
+            "/healthz": self.healthz, "/readyz": self.readyz, "/metrics": self.prometheus,
+            "/api/credentials": self.credentials}
+        if history is not None:
+            self.routes["/api/exchanges"] = self.exchanges
 
     def handle(self, request: web.Request, sub: str) -> web.StreamResponse:
         route = self.routes.get(sub)
@@ -96,6 +102,18 @@ class Admin:
                 f"{n}: {creds[n].get('last_error') or creds[n].get('state', 'not ready')}"
                 for n in not_ready)
         return _json(200 if ok else 503, body)
+
+    def credentials(self, request: web.Request) -> web.Response:
+        return _json(200, {name: s.status() | {"ready": s.ready()}
+                           for name, s in self.sources_in_use().items()})
+
+    def exchanges(self, request: web.Request) -> web.Response:
+        assert self.history is not None
+        try:
+            limit = int(request.query.get("limit", "0")) or None
+        except ValueError:
+            return error_response(400, "bad_request", "limit must be a number")
+        return _json(200, self.history.recent(limit))
 
     def prometheus(self, request: web.Request) -> web.Response:
         resp = web.Response(body=generate_latest(self.metrics.registry))

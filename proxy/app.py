@@ -20,7 +20,8 @@ from proxy.config import Config
 from proxy.cors import CorsPolicy
 from proxy.credentials import CredentialSource, CredentialsUnavailable, build_sources
 from proxy.errors import error_response
-from proxy.forward import SKIP_AUTO_HEADERS, Exchange, Upstream, forward
+from proxy.forward import SKIP_AUTO_HEADERS, Exchange, Replay, Upstream, forward
+from proxy.history import History
 from proxy.guard import Guard
 from proxy.log import access_log, redact_headers
 from proxy.rules import RuleTable
@@ -77,7 +78,9 @@ class Proxy:
         self.port: int | None = None
         self.session: aiohttp.ClientSession | None = None
         self.metrics = Metrics(lambda: self.rt.in_use)
-        self.admin = Admin(self.metrics, lambda: self.rt.in_use)
+        admin = config.admin
+        self.history = History(admin.history) if admin.inspector and admin.history else None
+        self.admin = Admin(self.metrics, lambda: self.rt.in_use, self.history)
 
     def set_port(self, port: int) -> None:
         self.port = port
@@ -137,7 +140,7 @@ class Proxy:
                 404, "no_route", f"no endpoint matches {path} (endpoints: {known}); "
                 f"try `authproxy explain {path}`"), "-", started, None, origin)
         ep = match.endpoint
-        inject = None
+        inject = replay = None
         if ep.auth is not None:
             source = rt.sources[ep.auth]
             try:
@@ -147,25 +150,30 @@ class Proxy:
                     503, "credentials_unavailable", f"credential {ep.auth!r}: {e}"),
                     ep.name, started, None, origin)
             inject = (source.header_name, value)
+            if source.refreshable:
+                replay = _replayer(source, value)
         ex = Exchange()
         assert self.session is not None
         self.metrics.in_flight.inc()
         try:
             resp = await forward(request, self.session, rt.upstreams[ep.name], match.rest,
-                                 query, inject, rt.cors.response_headers(origin), ex)
+                                 query, inject, rt.cors.response_headers(origin), ex, replay)
         finally:
             self.metrics.in_flight.dec()
-        return self._done(request, resp, ep.name, started, ex)
+        return self._done(request, resp, ep.name, started, ex, None,
+                          inject[0] if inject else None)
 
     def _done(self, request: web.Request, resp: web.StreamResponse, endpoint: str,
-              started: float, ex: Exchange | None, origin: str | None = None
-              ) -> web.StreamResponse:
+              started: float, ex: Exchange | None, origin: str | None = None,
+              injected: str | None = None) -> web.StreamResponse:
         if origin and not resp.prepared:
             # Let an allowed page read the proxy's own errors too.
             resp.headers.extend(self.rt.cors.response_headers(origin))
         status = ex.status if ex else resp.status
         total_ms = (time.perf_counter() - started) * 1000
         self.metrics.observe(endpoint, status, ex.upstream_ms if ex else None)
+        if self.history is not None:
+            self.history.add(request, ex, endpoint, status, total_ms, injected)
         if access_log.isEnabledFor(logging.INFO):
             self._log(request, endpoint, status, total_ms, ex, resp)
         return resp
@@ -201,6 +209,14 @@ class Proxy:
             text += "".join(f"\n  {k}: {v}" for k in ("request_headers", "sent_headers",
                             "response_headers") for v in [extra.get(k)] if v)
         access_log.info(text, extra=extra)
+
+
+def _replayer(source: CredentialSource, sent: str) -> Replay:
+    async def replay() -> tuple[str, str] | None:
+        if await source.rejected(sent):
+            return source.header_name, source.current() or await source.header()
+        return None
+    return replay
 
 
 def _ms(value: float | None) -> str:

@@ -14,8 +14,9 @@ import ssl
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -58,9 +59,11 @@ class Upstream:
     set_headers: tuple[tuple[str, str], ...]
     auth_header: str | None  # the injected header name, lower-case
     keep_client_auth: bool
+    hint: Hinter | None = None  # explains API Gateway's 401/403 answers
 
     @classmethod
-    def build(cls, ep: Endpoint, auth_header: str | None) -> Upstream:
+    def build(cls, ep: Endpoint, auth_header: str | None,
+              hint: Hinter | None = None) -> Upstream:
         url = URL(ep.endpoint, encoded=True)
         assert url.host is not None
         origin = f"{url.scheme}://{url.raw_authority}"
@@ -74,7 +77,7 @@ class Upstream:
             drop=_REQUEST_DROP | {h.lower() for h in ep.remove_headers}
             | {k.lower() for k, _ in ep.set_headers},
             set_headers=ep.set_headers, auth_header=auth_header.lower() if auth_header else None,
-            keep_client_auth=ep.client_header == "keep")
+            keep_client_auth=ep.client_header == "keep", hint=hint)
 
     def url(self, rest: str, query: str) -> URL:
         # Built from parts, so nothing in the request can change scheme, host or port.
@@ -104,11 +107,44 @@ class Exchange:
 
     request_id: str = ""
     status: int = 0
+    upstream_url: URL | None = None
     upstream_ms: float | None = None
     amzn_request_id: str | None = None
     error: str | None = None
+    hint: str | None = None  # why API Gateway refused, when its answer says so
+    replayed: bool = False  # a 401 made the credential refresh and the request go again
+    bytes_out: int = 0  # body bytes sent back to the client
     sent_headers: list[tuple[str, str]] = field(default_factory=list)
     response_headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+Replay = Callable[[], Awaitable[tuple[str, str] | None]]
+Hinter = Callable[[int, bytes, list[tuple[str, str]]], str | None]
+HINT_BODY_LIMIT = 8192  # API Gateway's own error bodies are a few dozen bytes
+
+
+class _KeptBody:
+    """Streams the client's body upstream while keeping a copy of up to MAX_REPLAY_BODY bytes,
+    so that a request refused with 401 can be sent again after a token refresh."""
+
+    def __init__(self, content: aiohttp.StreamReader) -> None:
+        self.content = content
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.complete = False
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        async for chunk in self.content.iter_any():
+            self.size += len(chunk)
+            if self.size <= MAX_REPLAY_BODY:
+                self.chunks.append(chunk)
+            else:
+                self.chunks.clear()
+            yield chunk
+        self.complete = self.size <= MAX_REPLAY_BODY
+
+    def replayable(self) -> bytes | None:
+        return b"".join(self.chunks) if self.complete else None
 
 
 def upstream_headers(request: web.Request, up: Upstream,
@@ -173,28 +209,61 @@ def _under(location: str, base: str) -> bool:
 
 async def forward(request: web.Request, session: aiohttp.ClientSession, up: Upstream,
                   rest: str, query: str, inject: tuple[str, str] | None,
-                  cors_headers: Iterable[tuple[str, str]], ex: Exchange) -> web.StreamResponse:
+                  cors_headers: Iterable[tuple[str, str]], ex: Exchange,
+                  replay: Replay | None = None) -> web.StreamResponse:
+    """`replay`, for credentials that can be refreshed: called when the upstream answers 401;
+    it returns a new header to send the request again with, or None to pass the 401 back."""
     headers = upstream_headers(request, up, inject, ex)
     ex.sent_headers = list(headers.items())
-    data = request.content if request.body_exists else None
+    url = ex.upstream_url = up.url(rest, query)
+    kept: _KeptBody | None = None
+    data: Any = None
+    if request.body_exists:
+        if replay is not None:
+            kept = _KeptBody(request.content)
+            data = kept.stream()
+        else:
+            data = request.content
     started = time.perf_counter()
     resp: web.StreamResponse | None = None
     try:
-        async with session.request(
-                request.method, up.url(rest, query), headers=headers, data=data,
-                allow_redirects=False, ssl=up.ssl, proxy=up.proxy, timeout=up.timeout,
-                skip_auto_headers=SKIP_AUTO_HEADERS, auto_decompress=False) as upstream:
+        upstream = await _send(session, request.method, url, headers, data, up)
+        if upstream.status == 401 and replay is not None:
+            body = kept.replayable() if kept else None
+            if kept is None or body is not None:
+                try:
+                    fresh = await replay()
+                except BaseException:
+                    upstream.release()
+                    raise
+                if fresh is not None:
+                    upstream.release()
+                    headers[fresh[0]] = fresh[1]
+                    ex.sent_headers, ex.replayed = list(headers.items()), True
+                    upstream = await _send(session, request.method, url, headers, body, up)
+        async with upstream:
             ex.upstream_ms = (time.perf_counter() - started) * 1000
             ex.amzn_request_id = upstream.headers.get("x-amzn-RequestId")
             out = response_headers(up, upstream, request, cors_headers)
             out["X-Request-Id"] = ex.request_id
+            ex.status = upstream.status
+            first = b""
+            if (ex.status in (401, 403) and up.hint is not None
+                    and (upstream.content_length or HINT_BODY_LIMIT + 1) <= HINT_BODY_LIMIT):
+                first = await upstream.read()
+                ex.hint = up.hint(ex.status, first, ex.sent_headers)
+                if ex.hint:
+                    out["X-Authproxy-Hint"] = ex.hint
             ex.response_headers = list(out.items())
             resp = web.StreamResponse(status=upstream.status, reason=upstream.reason,
                                       headers=out)
-            ex.status = upstream.status
             await resp.prepare(request)
+            if first:
+                await resp.write(first)
+                ex.bytes_out += len(first)
             async for chunk in upstream.content.iter_any():
                 await resp.write(chunk)
+                ex.bytes_out += len(chunk)
             await resp.write_eof()
             return resp
     except (ConnectionResetError, asyncio.CancelledError) as e:
@@ -230,6 +299,14 @@ async def forward(request: web.Request, session: aiohttp.ClientSession, up: Upst
             return resp or web.Response(status=499)
         return _fail(request, resp, ex, 502, "upstream_unreachable",
                      f"broken answer from {up.origin}: {_reason(e)}")
+
+
+async def _send(session: aiohttp.ClientSession, method: str, url: URL,
+                headers: CIMultiDict[str], data: Any, up: Upstream) -> aiohttp.ClientResponse:
+    return await session.request(
+        method, url, headers=headers, data=data, allow_redirects=False, ssl=up.ssl,
+        proxy=up.proxy, timeout=up.timeout, skip_auto_headers=SKIP_AUTO_HEADERS,
+        auto_decompress=False)
 
 
 def _client_gone(request: web.Request) -> bool:

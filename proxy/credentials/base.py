@@ -21,6 +21,7 @@ class CredentialSource(ABC):
     name: str
     header_name: str  # the header this strategy injects, e.g. Authorization
     flow: str  # shown in status: static, none, password, srp, ...
+    refreshable = False  # True when `rejected` can produce a new value (an upstream 401 replays)
 
     async def start(self, session: aiohttp.ClientSession) -> None:  # noqa: B027
         """Called once the app's ClientSession exists; may begin a first fetch."""

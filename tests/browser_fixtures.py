@@ -32,14 +32,15 @@ CHROMIUM_ARGS = [
 
 
 def require_browser() -> None:
-    """Skip where Chromium or Playwright is missing, except in CI: there a missing browser must
-    fail the run, never quietly drop the tests that prove the browser-facing defences."""
+    """Skip where Chromium or Playwright is missing, except in CI (`CI` or
+    `AUTHPROXY_REQUIRE_BROWSER` set): there a missing browser must fail the run, never quietly
+    drop the tests that prove the browser-facing defences."""
     missing = [what for what, ok in (
         (CHROMIUM, Path(CHROMIUM).exists()),
         ("playwright (pip)", _has_playwright())) if not ok]
     if missing:
         message = f"browser tests need {' and '.join(missing)} (apt chromium, pip playwright)"
-        if os.environ.get("CI"):
+        if os.environ.get("CI") or os.environ.get("AUTHPROXY_REQUIRE_BROWSER"):
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
 

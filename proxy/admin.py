@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import generate_latest
@@ -20,8 +21,10 @@ from proxy.history import History
 class Metrics:
     """One registry per app, so tests and reloads never share counters by accident."""
 
-    def __init__(self, sources: Callable[[], Mapping[str, CredentialSource]]) -> None:
+    def __init__(self, sources: Callable[[], Mapping[str, CredentialSource]],
+                 connector: Callable[[], aiohttp.BaseConnector | None]) -> None:
         self.registry = CollectorRegistry()
+        self.registry.register(_ConnectionCollector(connector))
         self.requests = Counter("authproxy_requests", "Requests by endpoint and status",
                                 ["endpoint", "status"], registry=self.registry)
         self.upstream_seconds = Histogram(
@@ -41,6 +44,25 @@ class Metrics:
         child.inc()
         if upstream_ms is not None:
             self.upstream_seconds.labels(endpoint).observe(upstream_ms / 1000)
+
+
+class _ConnectionCollector(Collector):
+    """Upstream connections in use and idle in the pool: a leak shows as `active` that never
+    returns to zero once traffic stops."""
+
+    def __init__(self, connector: Callable[[], aiohttp.BaseConnector | None]) -> None:
+        self.connector = connector
+
+    def collect(self) -> Iterator[Any]:
+        family = GaugeMetricFamily("authproxy_upstream_connections",
+                                   "Upstream connections by state", labels=["state"])
+        conn = self.connector()
+        # aiohttp exposes no public counts; these two attributes have been stable for years.
+        active = len(getattr(conn, "_acquired", ()))
+        idle = sum(len(v) for v in getattr(conn, "_conns", {}).values())
+        family.add_metric(["active"], active)
+        family.add_metric(["idle"], idle)
+        yield family
 
 
 class _CredentialCollector(Collector):

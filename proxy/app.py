@@ -77,7 +77,8 @@ class Proxy:
         self.rt = build_runtime(config)
         self.port: int | None = None
         self.session: aiohttp.ClientSession | None = None
-        self.metrics = Metrics(lambda: self.rt.in_use)
+        self.metrics = Metrics(lambda: self.rt.in_use,
+                               lambda: self.session.connector if self.session else None)
         admin = config.admin
         self.history = History(admin.history) if admin.inspector and admin.history else None
         self.admin = Admin(self.metrics, lambda: self.rt.in_use, self.history)

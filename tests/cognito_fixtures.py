@@ -7,14 +7,19 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import random
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import jwt
 import pytest
 
+from proxy.config import CognitoCredential
+from proxy.credentials.cognito import CognitoSource
 from proxy.fakes.cognito import FakeCognito
+from proxy.secret import Secret
 
 TARGET = "AWSCognitoIdentityProviderService."
 
@@ -96,3 +101,54 @@ async def eventually(condition: Any, timeout: float = 5.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.005)
+
+
+class CognitoEnv:
+    """A fake pool with user alice, and factories for credentials and started sources that
+    share one ClientSession, a FakeClock and a private token cache directory."""
+
+    def __init__(self, fake: FakeCognito, http: aiohttp.ClientSession, cache_dir: Path) -> None:
+        self.fake, self.http, self.cache_dir = fake, http, cache_dir
+        self.clock = FakeClock()
+        self.pool = fake.add_pool()
+        self.client = fake.add_client(self.pool)
+        self.user = fake.add_user(self.pool, "alice", "Passw0rd!", email="alice@example.com")
+        self.sources: list[CognitoSource] = []
+
+    def cred(self, **kw: Any) -> CognitoCredential:
+        values: dict[str, Any] = {
+            "name": "user", "flow": "password", "client_id": self.client,
+            "user_pool_id": self.pool, "region": "us-east-1", "username": "alice",
+            "password": Secret("Passw0rd!"), "endpoint": self.fake.url, "refresh_margin": 30.0}
+        values.update(kw)
+        return CognitoCredential(**values)
+
+    async def source(self, config: CognitoCredential | None = None, *, start: bool = True,
+                     **kw: Any) -> CognitoSource:
+        src = CognitoSource(config or self.cred(**kw), cache_dir=self.cache_dir,
+                            clock=self.clock, rng=random.Random(7))
+        self.sources.append(src)
+        if start:
+            await src.start(self.http)
+        return src
+
+    async def settle(self, source: CognitoSource) -> None:
+        """Let the background task react to a clock move and finish any fetch it started."""
+        for _ in range(20):
+            await asyncio.sleep(0)
+        await eventually(lambda: source.status()["state"] not in ("fetching", "refreshing"))
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    async def step(self, source: CognitoSource, seconds: float) -> None:
+        self.clock.advance(seconds)
+        await self.settle(source)
+
+
+@pytest.fixture(name="env")
+async def env_fixture(fake: FakeCognito, http: aiohttp.ClientSession,
+                      tmp_path: Path) -> AsyncIterator[CognitoEnv]:
+    env = CognitoEnv(fake, http, tmp_path / "cache")
+    yield env
+    for src in env.sources:
+        await src.close()

@@ -8,10 +8,12 @@ from typing import Any
 
 from proxy.config import Credential
 from proxy.credentials.base import CredentialSource, CredentialsUnavailable
+from proxy.credentials.cognito import CognitoSource
 from proxy.credentials.static import StaticSource
 
 _BUILDERS: dict[str, Callable[[Any], CredentialSource]] = {
     "static": StaticSource,
+    "cognito": CognitoSource,
 }
 
 

@@ -88,6 +88,9 @@ class Guard:
                                       f"origin {origin[:200]!r} is not in cors.allow_origins")
         elif request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
             # An <img>, <script> or link from another site: no Origin to judge, so refuse.
+            # same-site (another port of this loopback name) and none (a typed URL) pass: the
+            # browser sends Origin on every CORS or non-GET request, so these are only plain
+            # loads and navigations, from the developer's own local servers or the developer.
             return error_response(403, "origin_not_allowed",
                                   "cross-site request without an Origin header")
         if self._secret is not None and not CorsPolicy.is_preflight(request):

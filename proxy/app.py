@@ -21,8 +21,8 @@ from proxy.cors import CorsPolicy
 from proxy.credentials import CredentialSource, CredentialsUnavailable, build_sources
 from proxy.errors import error_response
 from proxy.forward import SKIP_AUTO_HEADERS, Exchange, Replay, Upstream, forward
-from proxy.history import History
 from proxy.guard import Guard
+from proxy.history import History
 from proxy.log import access_log, redact_headers
 from proxy.rules import RuleTable
 

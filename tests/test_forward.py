@@ -11,14 +11,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import trustme
 from aiohttp import web
+from conftest import MakeProxy
 from yarl import URL
 
 from proxy.fakes.apigw import FakeApiGateway
-
-from conftest import MakeProxy
 
 TOKEN = "static-token-0123456789abcdef"
 
@@ -212,7 +212,8 @@ async def test_mid_body_failure_truncates_instead_of_lying(apigw: FakeApiGateway
     client = await make_proxy(config(apigw.url, timeout=0.5))
     resp = await client.get("/api/x", headers={"X-Fake-Body-Bytes": "300000", "X-Fake-Stall": "1"})
     assert resp.status == 200
-    with pytest.raises(Exception):  # the client sees a short body, never a silent success
+    # The client sees a short body, never a silent success.
+    with pytest.raises(aiohttp.ClientPayloadError):
         await resp.read()
 
 

@@ -29,7 +29,7 @@ logging: {{log_headers: {str(log_headers).lower()}}}
 
 def test_secret_type_never_formats_its_value() -> None:
     s = Secret("hunter2-hunter2")
-    for text in (str(s), repr(s), f"{s}", f"{s!r}", "%s" % s, json.dumps({"x": str(s)})):
+    for text in (str(s), repr(s), f"{s}", f"{s!r}", f"{s:>30}", json.dumps({"x": str(s)})):
         assert "hunter2" not in text
     assert s.reveal() == "hunter2-hunter2"
     jwt = "eyJhbGciOiJSUzI1NiJ9." + "a" * 500 + ".sig"

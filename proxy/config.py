@@ -495,10 +495,13 @@ def _validate(data: Any, v: _Validator, source: str) -> Config:
         v.error("cors.allow_origins", "'*' cannot be used with allow_credentials: true; "
                 "list the origins (patterns like http://localhost:* work)")
     for i, origin in enumerate(cors.allow_origins):
-        if origin not in ("*", "null") and not re.fullmatch(r"https?://[\w.*-]+(:(\d+|\*))?",
-                                                             origin):
+        m = re.fullmatch(r"https?://(\[[0-9a-fA-F:.]+\]|[\w.*-]+)(:(\d+|\*))?", origin)
+        if origin not in ("*", "null") and not m:
             v.error(f"cors.allow_origins[{i}]", f"must be an origin like http://localhost:3000 "
                     f"(scheme://host[:port], no path), got {origin!r}")
+        elif m and any("*" in label and label != "*" for label in m.group(1).split(".")):
+            v.error(f"cors.allow_origins[{i}]", f"a '*' must be a whole host label, as in "
+                    f"https://*.example.com; got {origin!r}")
 
     lg = v.section(top.data.get("logging"), "logging", ("level", "format", "log_headers"))
     logging_ = Logging(level=lg.choice("level", ("debug", "info", "warning", "error"), "info"),

@@ -17,6 +17,11 @@ from proxy.config import Config, ConfigError
 log = logging.getLogger("authproxy")
 
 
+ANY_ORIGIN_WARNING = ("cors.allow_origins has '*': any web site you visit can send requests "
+                      "through this proxy with your credentials and read the answers; list the "
+                      "origins you use instead")
+
+
 class BindError(Exception):
     """The listen address cannot be used; the message says which and what to do."""
 
@@ -62,6 +67,8 @@ async def serve(config: Config, reload_config: Callable[[], Config] | None = Non
     warning = running.proxy.rt.guard.bind_warning()
     if warning:
         log.warning(warning)
+    if "*" in config.cors.allow_origins:
+        log.warning(ANY_ORIGIN_WARNING)
     n = len(config.endpoints)
     log.info("authproxy listening on %s (%d endpoint%s, admin at %s%s/)", running.url, n,
              "" if n == 1 else "s", running.url, config.admin.prefix)

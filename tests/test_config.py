@@ -188,6 +188,7 @@ endpoints:
     ("credentials:\n  k: {type: statik}\n", "(did you mean 'static'?)"),
     ("cors:\n  allow_origins: ['*']\n  allow_credentials: true\n", "'*' cannot be used"),
     ("cors:\n  allow_origins: ['http://x.example/path']\n", "cors.allow_origins[0]: must be an"),
+    ("cors:\n  allow_origins: ['https://*example.com']\n", "must be a whole host label"),
     ("logging: {format: xml}\n", "logging.format: must be one of text, json"),
     ("admin: {prefix: /}\n", "admin.prefix"),
     ("endpoints:\n  - {name: a, endpoint: 'https://x', prefix: /_authproxy/x}\n",
@@ -201,6 +202,11 @@ endpoints:
 ])
 def test_each_mistake_is_named(text: str, expected: str) -> None:
     assert any(expected in line for line in problems(text)), problems(text)
+
+
+def test_ipv6_and_wildcard_origins_accepted() -> None:
+    text = "cors:\n  allow_origins: ['http://[::1]:3000', 'https://*.example.com', 'null']\n"
+    assert len(parse_config(text, "t", {}).cors.allow_origins) == 3
 
 
 def test_yaml_syntax_error_has_a_line() -> None:

@@ -31,4 +31,7 @@ def check(config: Config) -> int:
     cors = config.cors
     print(f"\ncors: origins {', '.join(cors.allow_origins) or '(none: only the proxy itself)'}"
           f", credentials {'allowed' if cors.allow_credentials else 'not allowed'}")
+    if "*" in cors.allow_origins:
+        from proxy.server import ANY_ORIGIN_WARNING
+        print(f"\nwarning: {ANY_ORIGIN_WARNING}")
     return 0

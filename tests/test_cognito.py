@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Any
 
 import jwt
 import pytest
+from aiohttp import web
 from cognito_fixtures import (  # noqa: F401
     CognitoEnv,
     env_fixture,
@@ -352,3 +354,28 @@ async def test_refresh_with_the_typed_email_explains_the_internal_username(
     with pytest.raises(CredentialsUnavailable, match=r"set credentials\.user\.username to the "
                                                      "user's Cognito username"):
         await source.header()
+
+
+async def test_secrets_echoed_by_the_server_are_scrubbed(
+        env: CognitoEnv, aiohttp_server: Any, caplog: pytest.LogCaptureFixture) -> None:
+    # Some emulators (and who knows what proxy in between) quote what they were sent.
+    async def echo(request: web.Request) -> web.Response:
+        params = (await request.json())["AuthParameters"]
+        quoted = params.get("REFRESH_TOKEN") or params.get("PASSWORD")
+        return web.json_response({"__type": "NotAuthorizedException",
+                                  "message": f"Invalid {quoted}"}, status=400)
+
+    app = web.Application()
+    app.router.add_post("/", echo)
+    server = await aiohttp_server(app)
+    caplog.set_level(logging.DEBUG)
+    source = await env.source(endpoint=str(server.make_url("/")),
+                              refresh_token=Secret("rt-S3CR3T-123"),
+                              password=Secret("pw-S3CR3T-456"))
+    with pytest.raises(CredentialsUnavailable, match=r"wrong password.*Invalid \*\*\*") as err:
+        await source.header()
+    assert "refresh token refused (Invalid ***)" in caplog.text
+    for secret in ("rt-S3CR3T-123", "pw-S3CR3T-456"):
+        assert secret not in caplog.text
+        assert secret not in str(err.value)
+        assert secret not in json.dumps(source.status())

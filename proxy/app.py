@@ -22,6 +22,7 @@ from proxy.credentials import CredentialSource, CredentialsUnavailable, build_so
 from proxy.errors import error_response
 from proxy.forward import SKIP_AUTO_HEADERS, Exchange, Replay, Upstream, forward
 from proxy.guard import Guard
+from proxy.hints import build_hinter
 from proxy.history import History
 from proxy.log import access_log, redact_headers
 from proxy.rules import RuleTable
@@ -47,8 +48,10 @@ def build_runtime(config: Config, keep: dict[str, CredentialSource] | None = Non
     old = keep or {}
     sources = build_sources({n: c for n, c in config.credentials.items() if n not in old})
     sources.update((n, s) for n, s in old.items() if n in config.credentials)
-    upstreams = {ep.name: Upstream.build(ep, sources[ep.auth].header_name if ep.auth else None)
-                 for ep in config.endpoints}
+    upstreams = {ep.name: Upstream.build(
+        ep, sources[ep.auth].header_name if ep.auth else None,
+        build_hinter(ep, config.credentials[ep.auth] if ep.auth else None))
+        for ep in config.endpoints}
     guard = Guard(config.listen, config.cors)
     if port is not None:
         guard.set_port(port)

@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("-X", "--request", dest="method", default="GET", metavar="METHOD")
     e.add_argument("-H", "--header", action="append", default=[], metavar="'Name: value'")
     e.add_argument("target", metavar="PATH", help="a path like /api/items or a full URL")
+    t = with_config("token", "print the header value of credential NAME (for curl -H)")
+    t.add_argument("name", metavar="NAME")
+    t.add_argument("--claims", action="store_true", help="print the token's decoded claims")
+    t.add_argument("--raw", action="store_true", help="print the bare token, without prefix")
+    lg = with_config("login", "sign in to Cognito interactively and save the refresh token")
+    lg.add_argument("name", metavar="NAME")
     d = sub.add_parser("decode", help="print a JWT's header and claims (no verification)")
     d.add_argument("jwt")
     m = sub.add_parser("demo", help="run the proxy with a local fake API Gateway and show it")
@@ -63,6 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "explain":
             from proxy.commands.explain import explain
             return explain(config, args.method, args.header, args.target)
+        if args.command == "token":
+            from proxy.commands.token import token_command
+            return token_command(config, args.name, args.claims, args.raw)
+        if args.command == "login":
+            from proxy.commands.token import login_command
+            return login_command(config, args.name)
         return _serve(args, config)
     except ConfigError as e:
         for line in e.lines():

@@ -52,34 +52,39 @@ def make_proxy(aiohttp_client: Any) -> MakeProxy:
     return make
 
 
-@dataclass
-class ThreadedApiGateway:
-    """The fake API Gateway on its own event loop thread, for tests that run subprocesses."""
+class BackgroundLoop:
+    """An event loop on its own thread, so fakes keep serving while a test runs subprocesses
+    or blocking clients. `run(coro)` runs a coroutine there and returns its result."""
 
-    fake: FakeApiGateway = field(default_factory=FakeApiGateway)
-    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
-
-    thread: threading.Thread | None = None
-
-    def start(self) -> str:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        return asyncio.run_coroutine_threadsafe(self.fake.start(), self.loop).result(10)
 
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.fake.stop(), self.loop).result(10)
+    def run(self, coro: Awaitable[Any]) -> Any:
+        async def wrap() -> Any:
+            return await coro
+        return asyncio.run_coroutine_threadsafe(wrap(), self.loop).result(30)
+
+    def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
-        assert self.thread is not None
         self.thread.join(10)
         self.loop.close()
 
 
 @pytest.fixture
-def threaded_apigw() -> Iterator[FakeApiGateway]:
-    server = ThreadedApiGateway()
-    server.start()
-    yield server.fake
-    server.stop()
+def background() -> Iterator[BackgroundLoop]:
+    bg = BackgroundLoop()
+    yield bg
+    bg.close()
+
+
+@pytest.fixture
+def threaded_apigw(background: BackgroundLoop) -> Iterator[FakeApiGateway]:
+    fake = FakeApiGateway()
+    background.run(fake.start())
+    yield fake
+    background.run(fake.stop())
 
 
 @dataclass

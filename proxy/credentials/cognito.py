@@ -56,6 +56,8 @@ class _Token:
 
 
 class CognitoSource(CredentialSource):
+    refreshable = True  # an upstream 401 makes the proxy call `rejected` and replay
+
     def __init__(self, config: CognitoCredential, *, cache_dir: Path | None = None,
                  clock: Clock | None = None, rng: random.Random | None = None) -> None:
         self.name, self.header_name, self.flow = config.name, config.header, config.flow

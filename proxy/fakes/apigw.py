@@ -50,6 +50,7 @@ class Seen:
 class FakeApiGateway:
     stage: str = "/Development"
     require: dict[str, str] = field(default_factory=dict)  # header -> value an authorizer wants
+    reject: set[str] = field(default_factory=set)  # Authorization values answered with 401
     seen: deque[Seen] = field(default_factory=lambda: deque(maxlen=10_000))
     url: str = ""
     _runner: web.AppRunner | None = None
@@ -99,10 +100,10 @@ class FakeApiGateway:
             return web.Response(status=403, headers=amzn | {"x-amzn-ErrorType":
                                 "MissingAuthenticationTokenException"},
                                 text='{"message":"Missing Authentication Token"}')
-        for name, want in self.require.items():
-            if h.get(name) != want:
-                return web.Response(status=401, headers=amzn | {"x-amzn-ErrorType":
-                                    "UnauthorizedException"}, text='{"message":"Unauthorized"}')
+        refused = any(h.get(name) != want for name, want in self.require.items())
+        if refused or h.get("Authorization") in self.reject:
+            return web.Response(status=401, headers=amzn | {"x-amzn-ErrorType":
+                                "UnauthorizedException"}, text='{"message":"Unauthorized"}')
         if "X-Fake-Delay" in h:
             await asyncio.sleep(float(h["X-Fake-Delay"]))
         status = int(h.get("X-Fake-Status", "200"))

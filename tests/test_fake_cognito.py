@@ -327,3 +327,5 @@ async def test_delay(fake: FakeCognito, http: aiohttp.ClientSession) -> None:
     status, _ = await call(http, fake.url, "InitiateAuth", _auth(
         "USER_PASSWORD_AUTH", client, USERNAME="alice", PASSWORD="Passw0rd!"))
     assert status == 200 and loop.time() - started >= 0.2
+    (begin, end, name), = fake.events
+    assert name == "InitiateAuth/USER_PASSWORD_AUTH" and end - begin >= 0.2

@@ -93,6 +93,8 @@ class FakeCognito:
         self.clock_skew = 0.0  # seconds added to iat/exp: a Cognito whose clock is off
         self.delay = 0.0  # seconds every auth call waits before answering
         self.calls: Counter[str] = Counter()  # "InitiateAuth/USER_SRP_AUTH", "oauth2/token", ...
+        # (start, end, call) on time.monotonic() for every auth call: when refreshes happened
+        self.events: list[tuple[float, float, str]] = []
         self.pools: dict[str, FakePool] = {}
         self.clients: dict[str, FakeClient] = {}
         self._fault: str | None = None
@@ -208,6 +210,14 @@ class FakeCognito:
             raise CognitoFault("InternalErrorException", "Internal server error", 500)
 
     async def _api(self, request: web.Request) -> web.Response:
+        started, before = time.monotonic(), self.calls.copy()
+        try:
+            return await self._api_call(request)
+        finally:
+            for name in self.calls - before:
+                self.events.append((started, time.monotonic(), name))
+
+    async def _api_call(self, request: web.Request) -> web.Response:
         op = request.headers.get("X-Amz-Target", "").removeprefix(_TARGET)
         try:
             body = json.loads(await request.read() or b"{}")

@@ -173,6 +173,9 @@ class CognitoSource(CredentialSource):
         except (KeyError, ValueError, TypeError, jwt.PyJWTError) as e:
             self._failed(CognitoError("MalformedResponse", f"unexpected answer from Cognito "
                                       f"({type(e).__name__})", transient=True))
+        except Exception as e:  # the refresher must outlive any surprise, e.g. a closed session
+            log.debug("credential %s: fetch failed", self.name, exc_info=True)
+            self._failed(CognitoError("InternalError", type(e).__name__, transient=True))
 
     async def _obtain(self) -> Tokens:
         assert self._session is not None

@@ -5,23 +5,27 @@
 #   bash scripts/container-check.sh            # everything (root; installs what it needs with apt)
 #   bash scripts/container-check.sh --prepare  # only install tools and make the base image
 #
-# Steps: apt (podman, runc, netavark, debootstrap, curl) -> local base image made with debootstrap
-# (Debian bookworm + python3; cached) -> lint: hadolint (Dockerfile), compose config -q
-# (docker-compose.yml), kubernetes-validate (config/kubernetes) -> build -> run the image with a
-# mounted test config and a fake API Gateway next to it -> health check, non-root, a request through
-# the proxy (injected header arrives upstream, X-Authproxy-Secret does not) -> podman stop (SIGTERM)
-# must exit 0 -> compose example up, a request flows app -> sidecar -> fake API Gateway, down.
+# Steps: apt (podman, runc, netavark, iptables, debootstrap, curl) -> a local base image made
+# with debootstrap (Debian bookworm + python3; cached) -> lint: hadolint (Dockerfile), compose
+# config -q (docker-compose.yml), kubernetes-validate (config/kubernetes) -> build ->
+# `authproxy check` of the examples' configs -> run the image with a mounted test config and a
+# fake API Gateway container beside it -> health check, non-root, JSON logs, a request through the
+# proxy (injected header arrives upstream, X-Authproxy-Secret does not), SIGHUP reload (valid and
+# invalid file), podman stop (SIGTERM) during a slow request: 200 and exit code 0 -> compose
+# example up: app -> sidecar on loopback -> fake API Gateway, sidecar unreachable from outside
+# the app's namespace, health check -> down.
 #
 # Everything podman keeps (images, layers, containers, networks) lives under $AUTHPROXY_CTR_DIR
 # (default /tmp/authproxy-ctr), so the machine's own podman setup is left alone and a rerun reuses
-# the base image, the tool venv and the build cache. Cold (fresh machine): ~4 min; warm: ~1 min.
+# the base image, the tool venv and the build cache. Cold (fresh machine): ~3 min, most of it
+# debootstrap; warm: ~20 s (~40 s when pyproject.toml changed).
 # Exits non-zero with a "container-check: FAIL: ..." line (and the containers' logs) on any failure.
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 W=${AUTHPROXY_CTR_DIR:-/tmp/authproxy-ctr}
 PORT=${AUTHPROXY_CTR_PORT:-18480}                  # host port published by the single-image check
-EXAMPLE_PORT=${AUTHPROXY_EXAMPLE_PORT:-18080}      # host port of the compose example's app
+EXAMPLE_PORT=${AUTHPROXY_CTR_EXAMPLE_PORT:-18481}  # host port of the compose example's app
 BASE=localhost/pybase:bookworm                     # stands in for python:3.12-slim here
 IMAGE=localhost/authproxy:check
 NET=authproxy-check
@@ -55,10 +59,10 @@ exec 9>"$W/lock"
 flock -w 900 9 || fail "another container check holds $W/lock"
 
 # --- tools -------------------------------------------------------------------------------------
-PKGS=(podman runc netavark aardvark-dns debootstrap ca-certificates curl)
+PKGS=(podman runc netavark aardvark-dns iptables debootstrap ca-certificates curl)
 missing=()
 for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == *"ok installed" ]] || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   step "apt-get install ${missing[*]}"
@@ -220,11 +224,14 @@ chmod 0644 "$T/proxy.yaml" "$T/api_key"   # readable by the image's non-root use
 podman network create "$NET" >/dev/null
 # SIGINT: the fake has no SIGTERM handler, and a PID 1 ignores signals it does not handle
 podman run -d --name "$C_UPSTREAM" --network "$NET" --stop-signal SIGINT --entrypoint python3 "$IMAGE" \
-  -m proxy.fakes.apigw --host 0.0.0.0 --port 9000 --stage /Development >/dev/null 2>>"$W/run.log"
+  -m proxy.fakes.apigw --host 0.0.0.0 --port 9000 --stage /Development >/dev/null 2>>"$W/run.log" \
+  || { cat "$W/run.log" >&2; fail "podman run of the fake API Gateway"; }
 podman run -d --name "$C_PROXY" --network "$NET" -p "127.0.0.1:$PORT:8080" \
   -e CHECK_SHARED_SECRET="$SECRET" \
   -v "$T/proxy.yaml:/etc/authproxy/proxy.yaml:ro,Z" -v "$T/api_key:/run/secrets/api_key:ro,Z" \
-  "$IMAGE" >/dev/null 2>>"$W/run.log"   # stderr: "no systemd" notes about health checks
+  "$IMAGE" >/dev/null 2>>"$W/run.log" \
+  || { cat "$W/run.log" >&2; fail "podman run of the proxy (is port $PORT free? set AUTHPROXY_CTR_PORT)"; }
+# (run.log collects podman's "no systemd" notes about health check timers: harmless here)
 
 up=
 for _ in $(seq 60); do
@@ -274,6 +281,31 @@ if problems:
 PY
 step "request through the proxy: upstream got the injected x-api-key, not the shared secret"
 
+# reload: SIGHUP to PID 1 re-reads the mounted file; a broken file keeps the old config serving
+upstream_header() {  # NAME -> the value the fake API Gateway received for it ("" if none)
+  curl -fsS -H "X-Authproxy-Secret: $SECRET" "http://127.0.0.1:$PORT/api/reload" | python3 -c '
+import json, sys
+print(dict((k.lower(), v) for k, v in json.load(sys.stdin)["headers"]).get(sys.argv[1], ""))' "$1"
+}
+cp "$T/proxy.yaml" "$T/proxy.yaml.orig"
+printf '    set_headers: {x-reloaded: "yes"}\n' >>"$T/proxy.yaml"   # same inode: the bind mount sees it
+podman kill --signal HUP "$C_PROXY" >/dev/null
+reloaded=
+for _ in $(seq 20); do
+  [ "$(upstream_header x-reloaded)" = yes ] && { reloaded=1; break; }
+  sleep 0.25
+done
+[ -n "$reloaded" ] || fail "after SIGHUP the changed config (set_headers) did not apply"
+printf 'listen: [not, a, mapping\n' >"$T/proxy.yaml"
+podman kill --signal HUP "$C_PROXY" >/dev/null
+sleep 1
+[ "$(podman inspect "$C_PROXY" --format '{{.State.Running}}')" = true ] || fail "an invalid config on SIGHUP stopped the proxy"
+[ "$(upstream_header x-reloaded)" = yes ] || fail "after SIGHUP with an invalid file the previous config no longer serves"
+podman logs "$C_PROXY" >"$W/proxy.log" 2>&1
+grep -q "reload failed" "$W/proxy.log" || fail "an invalid config on SIGHUP was not logged"
+cat "$T/proxy.yaml.orig" >"$T/proxy.yaml"
+step "SIGHUP: a valid change applies; an invalid file is logged and the old config keeps serving"
+
 # graceful stop: SIGTERM (podman stop) while a slow (2 s) upstream request is in flight; that
 # request must complete with 200 and the process exit 0 well before the 15 s grace period ends
 curl -sS -o /dev/null -w '%{http_code}' --max-time 20 -H "X-Authproxy-Secret: $SECRET" \
@@ -314,6 +346,19 @@ if got.get("status") != 200 or h.get("x-api-key") != "demo-api-key-for-the-fake-
              + json.dumps(got))
 PY
 step "compose example: app -> authproxy (loopback sidecar) -> fake API Gateway, x-api-key injected"
+apigw=$(podman ps --filter "label=com.docker.compose.project=$PROJECT" \
+  --filter label=com.docker.compose.service=apigw --format '{{.Names}}')
+[ -n "$apigw" ] || fail "no running apigw container in the compose project"
+podman exec "$apigw" python3 -c '
+import socket, sys
+socket.getaddrinfo("app", 8000)  # the name resolves: the namespace is reachable at all
+try:
+    socket.create_connection(("app", 8080), timeout=3).close()
+except OSError:
+    sys.exit(0)
+sys.exit("the sidecar answers on app:8080 from another container: it must listen on 127.0.0.1")
+' || fail "the compose sidecar is reachable from outside the app's network namespace"
+step "compose example: the sidecar is not reachable from another container (app:8080 refused)"
 sidecar=$(podman ps --filter "label=com.docker.compose.project=$PROJECT" \
   --filter label=com.docker.compose.service=authproxy --format '{{.Names}}')
 [ -n "$sidecar" ] || fail "no running authproxy container in the compose project"

@@ -177,7 +177,7 @@ class Proxy:
         total_ms = (time.perf_counter() - started) * 1000
         self.metrics.observe(endpoint, status, ex.upstream_ms if ex else None)
         if self.history is not None:
-            self.history.add(request, ex, endpoint, status, total_ms, injected)
+            self.history.add(request, ex, endpoint, status, total_ms, injected, resp)
         if access_log.isEnabledFor(logging.INFO):
             self._log(request, endpoint, status, total_ms, ex, resp)
         return resp

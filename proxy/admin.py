@@ -1,8 +1,10 @@
-"""Admin answers under `admin.prefix`: health, readiness and Prometheus metrics."""
+"""Admin answers under `admin.prefix`: health, readiness, Prometheus metrics, the exchange
+history and credential state as JSON, and the inspector page (proxy.inspector)."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -21,7 +23,8 @@ from prometheus_client.registry import Collector
 
 from proxy.credentials import CredentialSource
 from proxy.errors import error_response
-from proxy.history import History
+from proxy.history import History, StatusFilter, token_info
+from proxy.inspector import Inspector
 
 
 class Metrics:
@@ -106,6 +109,7 @@ class Admin:
             "/api/credentials": self.credentials}
         if history is not None:
             self.routes["/api/exchanges"] = self.exchanges
+            self.routes.update(Inspector().routes())
 
     def handle(self, request: web.Request, sub: str) -> web.StreamResponse:
         route = self.routes.get(sub)
@@ -132,16 +136,33 @@ class Admin:
         return _json(200 if ok else 503, body)
 
     def credentials(self, request: web.Request) -> web.Response:
-        return _json(200, {name: s.status() | {"ready": s.ready()}
-                           for name, s in self.sources_in_use().items()})
+        now, out = time.time(), {}
+        for name, source in self.sources_in_use().items():
+            value = source.current()
+            out[name] = source.status() | {
+                "ready": source.ready(),
+                "token": token_info(source.header_name, value, now) if value else None}
+        return _json(200, out)
 
     def exchanges(self, request: web.Request) -> web.Response:
+        """?since=ID (newer only, for polling) &limit=N &endpoint=a,b &status=401,5xx &q=text"""
         assert self.history is not None
+        q = request.query
         try:
-            limit = int(request.query.get("limit", "0")) or None
+            since, limit = int(q.get("since", "0")), int(q.get("limit", "0"))
         except ValueError:
-            return error_response(400, "bad_request", "limit must be a number")
-        return _json(200, self.history.recent(limit))
+            return error_response(400, "bad_request", "since and limit must be whole numbers")
+        try:
+            statuses = StatusFilter.parse(q["status"]) if q.get("status") else None
+        except ValueError as e:
+            return error_response(400, "bad_request", str(e))
+        names = {n.strip() for v in q.getall("endpoint", []) for n in v.split(",") if n.strip()}
+        found = self.history.query(since=since, endpoints=frozenset(names) if names else None,
+                                   statuses=statuses, text=q.get("q") or None,
+                                   limit=limit if limit > 0 else None)
+        return _json(200, {"exchanges": found, "last_id": self.history.counter,
+                           "capacity": self.history.capacity,
+                           "endpoints": self.history.endpoints()})
 
     def prometheus(self, request: web.Request) -> web.Response:
         resp = web.Response(body=generate_latest(self.metrics.registry))
@@ -152,4 +173,4 @@ class Admin:
 def _json(status: int, body: Any) -> web.Response:
     return web.Response(status=status, text=json.dumps(body, default=str),
                         content_type="application/json",
-                        headers={"Cache-Control": "no-store"})
+                        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})

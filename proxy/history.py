@@ -1,29 +1,66 @@
-"""Recent exchanges kept in memory for the inspector and `/api/exchanges`, secrets redacted."""
+"""Recent exchanges kept in memory for the inspector and `/api/exchanges`, secrets redacted.
+
+A record says what arrived, what went upstream (headers marked: injected, added, replaced,
+dropped), what came back, the hint, and the injected token's decoded claims. The token itself,
+its signature and every secret header value are redacted before a record is stored, so nothing
+that reads the history can leak one.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
+import shlex
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from proxy.forward import Exchange
-from proxy.log import redact_headers
+from proxy.commands.decode import describe_time, parse
+from proxy.forward import HOP_BY_HOP, Exchange
+from proxy.log import SENSITIVE, redact_headers
+from proxy.secret import redact
+
+# Claims worth showing; the rest (jti, origin_jti, event_id, ...) says nothing to a debugger.
+CLAIMS = ("token_use", "sub", "username", "cognito:username", "client_id", "aud", "scope",
+          "cognito:groups", "iss", "auth_time", "iat", "exp")
+TIME_CLAIMS = ("auth_time", "iat", "exp")
+_NOT_IN_CURL = HOP_BY_HOP | {"host", "content-length", "x-request-id", "accept-encoding"}
+SECRET_HEADER = "x-authproxy-secret"
+
+Headers = list[tuple[str, str]]
 
 
 class History:
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, now: Callable[[], float] = time.time) -> None:
         self.entries: deque[dict[str, Any]] = deque(maxlen=size)
         self.counter = 0
+        self.now = now
+
+    @property
+    def capacity(self) -> int:
+        return self.entries.maxlen or 0
 
     def add(self, request: web.Request, ex: Exchange | None, endpoint: str, status: int,
-            total_ms: float, injected: str | None) -> None:
+            total_ms: float, injected: str | None,
+            resp: web.StreamResponse | None = None) -> None:
+        """`resp`: the answer, for the proxy's own (error, preflight) headers and message."""
         self.counter += 1
+        now = self.now()
+        received = list(request.headers.items())
+        sent = _sent_headers(ex)
         also = frozenset([injected.lower()]) if injected else frozenset()
+        value = _header(sent, injected) if injected else None
+        if ex is not None:
+            answered = ex.response_headers
+        else:
+            answered = list(resp.headers.items()) if resp is not None else []
         self.entries.append({
             "id": self.counter,
-            "time": time.time(),
+            "time": now,
             "method": request.method,
             "path": request.raw_path,
             "endpoint": endpoint,
@@ -34,16 +71,213 @@ class History:
             "upstream_url": str(ex.upstream_url) if ex and ex.upstream_url else None,
             "request_id": ex.request_id if ex else None,
             "amzn_request_id": ex.amzn_request_id if ex else None,
-            "bytes": ex.bytes_out if ex else None,
-            "error": ex.error if ex else None,
+            "bytes": ex.bytes_out if ex else _length(resp),
+            "error": ex.error if ex else _own_error(resp),
             "hint": ex.hint if ex else None,
             "replayed": ex.replayed if ex else False,
             "injected_header": injected,
-            "request_headers": redact_headers(request.headers.items(), also),
-            "sent_headers": redact_headers(ex.sent_headers, also) if ex else [],
-            "response_headers": redact_headers(ex.response_headers) if ex else [],
+            "request_headers": _marked(received, _received_mark(sent) if ex else _no_mark,
+                                       also),
+            "sent_headers": _marked(sent, _sent_mark(received, injected), also),
+            "response_headers": _marked(answered, _no_mark),
+            "token": token_info(injected, value, now) if injected and value else None,
+            "curl": curl(request, received, injected),
         })
 
+    def query(self, since: int = 0, endpoints: frozenset[str] | None = None,
+              statuses: StatusFilter | None = None, text: str | None = None,
+              limit: int | None = None) -> list[dict[str, Any]]:
+        """Newest first. `since`: only records with a larger id (for polling)."""
+        needle = text.lower() if text else None
+        out: list[dict[str, Any]] = []
+        for entry in reversed(self.entries):
+            if entry["id"] <= since:
+                break
+            if endpoints is not None and entry["endpoint"] not in endpoints:
+                continue
+            if statuses is not None and not statuses.matches(entry["status"]):
+                continue
+            if needle is not None and needle not in _haystack(entry):
+                continue
+            out.append(entry)
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
     def recent(self, limit: int | None = None) -> list[dict[str, Any]]:
-        items = list(self.entries)
-        return items[-limit:][::-1] if limit else items[::-1]
+        return self.query(limit=limit)
+
+    def endpoints(self) -> list[str]:
+        return sorted({e["endpoint"] for e in self.entries})
+
+
+@dataclass(frozen=True)
+class StatusFilter:
+    """`401`, `4xx`, or a comma-separated mix: `401,403,5xx`."""
+
+    codes: frozenset[int]
+    classes: frozenset[int]  # 4 for 4xx
+
+    @classmethod
+    def parse(cls, text: str) -> StatusFilter:
+        codes, classes = set(), set()
+        for part in (p.strip().lower() for p in text.split(",")):
+            if len(part) == 3 and part[0] in "12345" and part[1:] == "xx":
+                classes.add(int(part[0]))
+            elif part.isdigit() and 100 <= int(part) <= 599:
+                codes.add(int(part))
+            else:
+                raise ValueError(f"status {part!r}: use a code (401) or a class (4xx)")
+        return cls(frozenset(codes), frozenset(classes))
+
+    def matches(self, status: int) -> bool:
+        return status in self.codes or status // 100 in self.classes
+
+
+def token_info(header: str, value: str, now: float) -> dict[str, Any] | None:
+    """The decoded claims of an injected JWT with human times; None when it is not a JWT."""
+    decoded = _decode(value)
+    if decoded is None:
+        return None
+    alg, items = decoded
+    claims = dict(items)
+    return {"header": header, "value": redact(value), "alg": alg, "claims": claims,
+            "times": {c: describe_time(c, claims[c], now) for c in TIME_CLAIMS if c in claims},
+            "expires_in": round(claims["exp"] - now, 1)
+            if isinstance(claims.get("exp"), int | float) else None}
+
+
+@functools.lru_cache(maxsize=64)
+def _decode(value: str) -> tuple[str | None, tuple[tuple[str, Any], ...]] | None:
+    # A credential sends the same token for an hour: decode it once, not per request.
+    try:
+        head, claims = parse(value)
+    except ValueError:
+        return None
+    alg = head.get("alg")
+    return (alg if isinstance(alg, str) else None,
+            tuple((k, claims[k]) for k in CLAIMS if k in claims))
+
+
+def curl(request: web.Request, received: Headers, injected: str | None) -> str:
+    """The same request through the proxy: the proxy injects the credential again, so the
+    command holds no secret. Secret headers the client sent are left out and named."""
+    url = f"{request.scheme}://{request.headers.get('Host', 'localhost')}{request.raw_path}"
+    words = ["curl", "-sS"]
+    if request.method == "HEAD":
+        words.append("--head")
+    elif request.method != "GET":
+        words += ["-X", request.method]
+    words.append(shlex.quote(url))
+    left_out = []
+    for name, value in received:
+        low = name.lower()
+        if low == SECRET_HEADER:
+            words += ["-H", f'"{name}: $AUTHPROXY_SECRET"']
+        elif low == "accept-encoding":
+            words.append("--compressed")
+        elif low in _NOT_IN_CURL or low == (injected or "").lower():
+            continue
+        elif low in SENSITIVE:
+            left_out.append(name)
+        else:
+            words += ["-H", shlex.quote(f"{name}: {value}")]
+    if request.body_exists:
+        words += ["--data-binary", "@body"]
+    command = " ".join(words)
+    notes = []
+    if request.body_exists:
+        notes.append("the body is not kept: save it as ./body")
+    if left_out:
+        notes.append("left out (secret): " + ", ".join(left_out))
+    return command + (f"  # {'; '.join(notes)}" if notes else "")
+
+
+def _sent_headers(ex: Exchange | None) -> Headers:
+    if ex is None:
+        return []
+    url = ex.upstream_url
+    sent = list(ex.sent_headers)
+    if url is not None and url.host:
+        # aiohttp adds Host itself; show it, since it is one of the headers the proxy replaces.
+        host = url.host if url.explicit_port is None else f"{url.host}:{url.explicit_port}"
+        sent.insert(0, ("Host", host))
+    return sent
+
+
+def _header(headers: Headers, name: str) -> str | None:
+    low = name.lower()
+    return next((v for k, v in headers if k.lower() == low), None)
+
+
+def _values(headers: Headers) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for k, v in headers:
+        out.setdefault(k.lower(), set()).add(v)
+    return out
+
+
+def _received_mark(sent: Headers) -> Callable[[str, str], str | None]:
+    went = _values(sent)
+
+    def mark(name: str, value: str) -> str | None:
+        values = went.get(name.lower())
+        if values is None:
+            return "dropped"
+        return None if value in values else "replaced"
+    return mark
+
+
+def _sent_mark(received: Headers, injected: str | None) -> Callable[[str, str], str | None]:
+    came = _values(received)
+    inj = (injected or "").lower()
+
+    def mark(name: str, value: str) -> str | None:
+        low = name.lower()
+        values = came.get(low)
+        if values is not None and value in values:
+            return None  # forwarded as the client sent it
+        if low == inj:
+            return "injected"
+        return "added" if values is None else "replaced"
+    return mark
+
+
+def _no_mark(name: str, value: str) -> None:
+    return None
+
+
+def _marked(headers: Headers, mark: Callable[[str, str], str | None],
+            also: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    marks = [mark(k, v) for k, v in headers]
+    return [{"name": k, "value": v, "mark": m}
+            for (k, v), m in zip(redact_headers(headers, also), marks, strict=True)]
+
+
+def _length(resp: web.StreamResponse | None) -> int | None:
+    if isinstance(resp, web.Response) and isinstance(resp.body, bytes):
+        return len(resp.body)
+    return None
+
+
+def _own_error(resp: web.StreamResponse | None) -> str | None:
+    """`no_route: no endpoint matches /x ...` for the proxy's own JSON errors."""
+    if resp is None or "X-Authproxy-Error" not in resp.headers:
+        return None
+    code = resp.headers["X-Authproxy-Error"]
+    try:
+        body = resp.body if isinstance(resp, web.Response) else None
+        message = json.loads(body)["message"] if isinstance(body, bytes) else None
+    except (ValueError, KeyError, TypeError):
+        message = None
+    return f"{code}: {message}" if message else code
+
+
+def _haystack(entry: dict[str, Any]) -> str:
+    parts: Iterable[Any] = (
+        entry["method"], entry["path"], entry["endpoint"], entry["status"],
+        entry["upstream_url"], entry["request_id"], entry["amzn_request_id"], entry["error"],
+        entry["hint"], *(f"{h['name']}: {h['value']}" for key in (
+            "request_headers", "sent_headers", "response_headers") for h in entry[key]),
+        json.dumps(entry["token"]["claims"]) if entry["token"] else None)
+    return "\n".join(str(p) for p in parts if p is not None).lower()

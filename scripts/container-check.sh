@@ -174,7 +174,9 @@ hc=$(podman image inspect "$IMAGE" --format '{{json .Config.Healthcheck}}')
 [[ "$hc" == *CMD-SHELL* ]] || fail "image has no CMD-SHELL HEALTHCHECK (got $hc)"
 
 # the examples' configs must pass `authproxy check` in the image they are meant for
-step "authproxy check: compose and Kubernetes example configs"
+step "authproxy check: the image's placeholder config, the compose and Kubernetes examples' configs"
+podman run --rm "$IMAGE" check >"$W/check.log" 2>&1 \
+  || { cat "$W/check.log" >&2; fail "authproxy check rejects the image's own /etc/authproxy/proxy.yaml"; }
 podman run --rm -v "$ROOT/config/compose/proxy.yaml:/etc/authproxy/proxy.yaml:ro,Z" \
   -v "$ROOT/config/compose/api_key.txt:/run/secrets/api_key:ro,Z" "$IMAGE" check >"$W/check.log" 2>&1 \
   || { cat "$W/check.log" >&2; fail "authproxy check rejects config/compose/proxy.yaml"; }
@@ -226,8 +228,9 @@ podman network create "$NET" >/dev/null
 podman run -d --name "$C_UPSTREAM" --network "$NET" --stop-signal SIGINT --entrypoint python3 "$IMAGE" \
   -m proxy.fakes.apigw --host 0.0.0.0 --port 9000 --stage /Development >/dev/null 2>>"$W/run.log" \
   || { cat "$W/run.log" >&2; fail "podman run of the fake API Gateway"; }
+# locked down like the Kubernetes example: read-only root, no capabilities, no new privileges
 podman run -d --name "$C_PROXY" --network "$NET" -p "127.0.0.1:$PORT:8080" \
-  -e CHECK_SHARED_SECRET="$SECRET" \
+  --read-only --cap-drop ALL --security-opt no-new-privileges -e CHECK_SHARED_SECRET="$SECRET" \
   -v "$T/proxy.yaml:/etc/authproxy/proxy.yaml:ro,Z" -v "$T/api_key:/run/secrets/api_key:ro,Z" \
   "$IMAGE" >/dev/null 2>>"$W/run.log" \
   || { cat "$W/run.log" >&2; fail "podman run of the proxy (is port $PORT free? set AUTHPROXY_CTR_PORT)"; }

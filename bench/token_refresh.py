@@ -184,6 +184,12 @@ def report(samples: list[Sample], cognito: FakeCognito, extra: dict[str, Any]) -
           if windows else "Cognito calls: no refresh happened")
     print(line("inside refresh windows", inside))
     print(line("outside refresh windows", outside))
+    # A request that waited on a refresh takes at least as long as Cognito does; slow requests
+    # outside the windows show the machine's own noise (other processes, GC) for comparison.
+    slow = cognito.delay
+    print(f"  requests slower than Cognito's {slow * 1000:.0f} ms: "
+          f"{sum(x.latency >= slow for x in inside)} inside windows, "
+          f"{sum(x.latency >= slow for x in outside)} outside")
     for k, v in extra.items():
         print(f"  {k}: {v}")
     problems = []

@@ -100,6 +100,7 @@ async def login(config: CognitoCredential, prompt: Prompt, *,
     async with _session(session) as http:
         api = CognitoApi(http, config)
         try:
+            # flow refresh_token signs in with SRP: the flow every Amplify-made client allows
             tokens = await api.sign_in(username, password, use_srp=config.flow != "password",
                                        answer=answer)
         except CognitoError as e:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextvars
 import json
 import re
 import secrets
@@ -45,6 +46,7 @@ from proxy.fakes.cognito_pool import (
     user_tokens,
 )
 
+_CALL: contextvars.ContextVar[str | None] = contextvars.ContextVar("fake_cognito_call")
 AMZ_JSON = "application/x-amz-json-1.1"
 _TARGET = "AWSCognitoIdentityProviderService."
 MFA_CODE_KEYS = {"SOFTWARE_TOKEN_MFA": "SOFTWARE_TOKEN_MFA_CODE", "SMS_MFA": "SMS_MFA_CODE",
@@ -200,6 +202,7 @@ class FakeCognito:
 
     async def _guard(self, name: str) -> None:
         self.calls[name] += 1
+        _CALL.set(name)
         if self.delay:
             await asyncio.sleep(self.delay)
         if self._fault and self._fault_times != 0:
@@ -210,12 +213,13 @@ class FakeCognito:
             raise CognitoFault("InternalErrorException", "Internal server error", 500)
 
     async def _api(self, request: web.Request) -> web.Response:
-        started, before = time.monotonic(), self.calls.copy()
+        started, token = time.monotonic(), _CALL.set(None)
         try:
             return await self._api_call(request)
         finally:
-            for name in self.calls - before:
+            if name := _CALL.get():
                 self.events.append((started, time.monotonic(), name))
+            _CALL.reset(token)
 
     async def _api_call(self, request: web.Request) -> web.Response:
         op = request.headers.get("X-Amz-Target", "").removeprefix(_TARGET)

@@ -228,10 +228,13 @@ def test_demo_once_shows_each_strategy() -> None:
     result = run("demo", "--once", "--port", "0")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "[static]" in out and "[public]" in out
-    assert "API Gateway saw GET /Development/hello?demo=1, Authorization: ***(" in out
+    assert "[static]" in out and "[public]" in out and "[cognito]" in out
+    assert "Authorization: Bearer eyJhbGci…(" in out and "token_use=id" in out
+    assert "/_authproxy/" in out
+    assert "API Gateway saw GET /Development/hello?demo=1 with Authorization: ***(" in out
     assert "no Authorization header" in out
-    assert "demo-static-token-not-a-real-secret" not in out + result.stderr
+    for secret in ("demo-static-token-not-a-real-secret", "Demo-Passw0rd-only-for-the-fake"):
+        assert secret not in out + result.stderr
 
 
 def test_version_and_help() -> None:

@@ -1,5 +1,5 @@
-"""`authproxy demo`: the proxy plus a local fake API Gateway, one request per strategy to show
-what arrives upstream, and curl commands to try more. Needs no AWS account."""
+"""`authproxy demo`: the proxy plus a local fake API Gateway and fake Cognito, one request per
+strategy to show what arrives upstream, and curl commands to try more. Needs no AWS account."""
 
 from __future__ import annotations
 
@@ -13,14 +13,19 @@ from pathlib import Path
 import aiohttp
 
 from proxy import log
+from proxy.commands.decode import parse
 from proxy.config import load_config
 from proxy.fakes.apigw import FakeApiGateway
+from proxy.fakes.cognito import FakeCognito
 from proxy.secret import redact
 from proxy.server import BindError, Running, start
 
 DEMO_CONFIG = Path(__file__).parent.parent / "fakes" / "demo.yaml"
+POOL, CLIENT, USER = "us-east-1_DemoPool1", "demoappclient0001", "demo"
+PASSWORD = "Demo-Passw0rd-only-for-the-fake"
 WHAT = {
-    "static": "a static token (for a Lambda TOKEN authorizer) is injected as Authorization",
+    "static": "a static token, as a Lambda TOKEN authorizer wants, injected as Authorization",
+    "cognito": "a Cognito ID token the proxy signed in for (SRP) and keeps fresh, as Bearer",
     "public": "strategy none: forwarded without any auth header",
 }
 
@@ -33,7 +38,14 @@ def demo(port: int, once: bool) -> int:
 async def _demo(port: int, once: bool) -> int:
     fake = FakeApiGateway()
     await fake.start()
-    env = dict(os.environ, AUTHPROXY_DEMO_UPSTREAM=fake.url)
+    cognito = FakeCognito()
+    await cognito.start()
+    cognito.add_pool(POOL)
+    cognito.add_client(POOL, CLIENT)
+    cognito.add_user(POOL, USER, PASSWORD, email="demo@example.test", groups=["developers"])
+    env = dict(os.environ, AUTHPROXY_DEMO_UPSTREAM=fake.url, AUTHPROXY_DEMO_COGNITO=cognito.url,
+               AUTHPROXY_DEMO_POOL=POOL, AUTHPROXY_DEMO_CLIENT=CLIENT,
+               AUTHPROXY_DEMO_PASSWORD=PASSWORD)
     config = load_config(DEMO_CONFIG, env)
     config = dataclasses.replace(config, listen=dataclasses.replace(config.listen, port=port))
     try:
@@ -43,8 +55,9 @@ async def _demo(port: int, once: bool) -> int:
         config = dataclasses.replace(config, listen=dataclasses.replace(config.listen, port=0))
         running = await start(config)
     try:
-        print(f"\nauthproxy demo: proxy on {running.url}, fake API Gateway on {fake.url}"
-              f"/Development\n")
+        print(f"\nauthproxy demo: proxy on {running.url}\n  fake API Gateway: {fake.url}"
+              f"/Development\n  fake Cognito:     {cognito.url} (pool {POOL}, user {USER})\n"
+              f"  inspector:        {running.url}/_authproxy/\n")
         await _show(running)
         if not once:
             print("Ctrl-C stops the demo.")
@@ -55,6 +68,7 @@ async def _demo(port: int, once: bool) -> int:
             await stop.wait()
     finally:
         await running.stop()
+        await cognito.stop()
         await fake.stop()
     return 0
 
@@ -66,15 +80,29 @@ async def _show(running: Running) -> None:
             async with session.get(url) as resp:
                 body = await resp.text()
             print(f"[{name}] {what}")
-            print(f"  $ curl -s {url}")
+            print(f"  $ curl -s '{url}'")
             if resp.status != 200:
-                print(f"  -> {resp.status} {body}")
+                print(f"  -> {resp.status} {body}\n")
                 continue
             echo = json.loads(body)
             auth = next((v for k, v in echo["headers"] if k.lower() == "authorization"), None)
-            print(f"  -> 200; API Gateway saw {echo['method']} {echo['raw_path']}, "
+            print(f"  -> 200; API Gateway saw {echo['method']} {echo['raw_path']} with "
                   + (f"Authorization: {redact(auth)}" if auth else "no Authorization header"))
+            if auth and auth.startswith("Bearer "):
+                claims = parse(auth)[1]
+                print(f"     token_use={claims.get('token_use')} "
+                      f"cognito:username={claims.get('cognito:username')} "
+                      f"groups={claims.get('cognito:groups')}")
             print()
-    print(f"More: curl -s {running.url}/_authproxy/readyz ; "
-          f"curl -s {running.url}/_authproxy/metrics | grep authproxy_requests ; "
-          f"authproxy explain -c config/demo.yaml /static/hello\n")
+    tries = [
+        (f"curl -s {running.url}/cognito/items -d '{{\"order\": 1}}'", "a POST, streamed"),
+        (f"curl -s {running.url}/_authproxy/readyz", "each credential's state"),
+        (f"curl -s {running.url}/_authproxy/metrics | grep ^authproxy_requests", "metrics"),
+        ("authproxy explain -c config/demo.yaml /cognito/items", "the decision, offline"),
+        (f"open {running.url}/_authproxy/ in a browser", "the inspector: headers, claims"),
+    ]
+    width = max(len(cmd) for cmd, _ in tries)
+    print("Try:")
+    for cmd, what in tries:
+        print(f"  {cmd:<{width}}  # {what}")
+    print()

@@ -149,9 +149,10 @@ class EndpointHints:
     def fix_token(self, use: str) -> str:
         if self.cognito is not None:
             return f"set token: {use} on credential '{self.cognito.name}'"
+        kind = "an ID token" if use == "id" else "an access token"
         if self.credential is not None:
-            return f"put an {use.upper()} token in credential '{self.credential.name}'"
-        return f"send an {use.upper()} token"
+            return f"put {kind} in credential '{self.credential.name}'"
+        return f"send {kind}"
 
     def fix_prefix(self, bearer: bool) -> str:
         if bearer:

@@ -1,5 +1,5 @@
 // authproxy inspector: polls the admin JSON APIs and renders them with DOM calls only
-// (textContent, never innerHTML), since header values come from any local client.
+// (text nodes, never markup), since header values come from any local client.
 "use strict";
 
 (() => {
@@ -323,7 +323,7 @@
       : c.token && c.token.claims && typeof c.token.claims.exp === "number" ? c.token.claims.exp : null;
     const fetches = c.fetches ? Object.entries(c.fetches).map(([k, n]) => `${k} ${n}`).join(" · ") : null;
     const rows = [
-      field("Flow", [c.type, c.flow].filter(Boolean).join(" / ") || "-"),
+      field("Flow", Array.from(new Set([c.type, c.flow].filter(Boolean))).join(" / ") || "-"),
       field("Header", el("span", { class: "mono" }, c.header || "-"),
         c.token ? el("span", { class: "muted" }, " " + c.token.value) : null),
       c.token && c.token.claims.token_use ? field("Token", c.token.claims.token_use) : null,

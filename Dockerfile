@@ -31,11 +31,13 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore
 RUN python3 -m venv /opt/authproxy
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone, so that a code change reuses this layer.
+# Dependencies (and the build backend) first, from pyproject.toml alone, so that a code change
+# reuses this layer.
 COPY pyproject.toml ./
-RUN python3 -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['speed']))" > /tmp/requirements.txt \
- && /opt/authproxy/bin/pip install --only-binary=:all: -r /tmp/requirements.txt "setuptools>=68" wheel
+RUN python3 -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb')); p = d['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['speed'] + d['build-system']['requires']))" \
+    > /tmp/requirements.txt \
+ && /opt/authproxy/bin/pip install --only-binary=:all: -r /tmp/requirements.txt
 COPY . .
 # The project itself (its [speed] extra, uvloop, came as a wheel above); then drop the build tools.
 RUN /opt/authproxy/bin/pip install --no-build-isolation --no-deps . \
@@ -53,7 +55,7 @@ RUN groupadd --system --gid "${APP_UID}" authproxy \
  && mkdir -p /etc/authproxy \
  && printf '%s\n' \
   '# Placeholder config of the authproxy image: no credentials, no endpoints.' \
-  '# Mount your own file here (or set AUTHPROXY_CONFIG); see SPEC.md for the keys.' \
+  '# Mount your own file here (or set AUTHPROXY_CONFIG); the README lists the keys.' \
   'listen:' \
   '  port: 8080' \
   'endpoints: []' \

@@ -18,7 +18,7 @@
 # Everything podman keeps (images, layers, containers, networks) lives under $AUTHPROXY_CTR_DIR
 # (default /tmp/authproxy-ctr), so the machine's own podman setup is left alone and a rerun reuses
 # the base image, the tool venv and the build cache. Cold (fresh machine): ~3 min, most of it
-# debootstrap; warm: ~20 s (~40 s when pyproject.toml changed).
+# debootstrap; warm: ~25 s (~45 s when pyproject.toml changed).
 # Exits non-zero with a "container-check: FAIL: ..." line (and the containers' logs) on any failure.
 set -Eeuo pipefail
 

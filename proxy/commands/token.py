@@ -5,12 +5,18 @@ from __future__ import annotations
 import asyncio
 import difflib
 import getpass
+import logging
 import sys
 
 from proxy.commands.decode import decode
 from proxy.config import CognitoCredential, Config, Credential
 from proxy.credentials import CredentialsUnavailable
 from proxy.login import login, token
+
+
+def _quiet() -> None:
+    # The token source logs its failures for `serve`; here the one clear stderr line is ours.
+    logging.disable(logging.ERROR)
 
 
 def _credential(config: Config, name: str) -> Credential | None:
@@ -27,6 +33,7 @@ def token_command(config: Config, name: str, claims: bool, raw: bool) -> int:
     cred = _credential(config, name)
     if cred is None:
         return 2
+    _quiet()
     try:
         value = asyncio.run(token(cred))
     except CredentialsUnavailable as e:
@@ -61,6 +68,7 @@ def login_command(config: Config, name: str) -> int:
         print(f"authproxy login: {name} is a static credential; there is nothing to sign in to",
               file=sys.stderr)
         return 1
+    _quiet()
     try:
         result = asyncio.run(login(cred, _prompt))
     except CredentialsUnavailable as e:

@@ -2,8 +2,11 @@
 
 A record says what arrived, what went upstream (headers marked: injected, added, replaced,
 dropped), what came back, the hint, and the injected token's decoded claims. The token itself,
-its signature and every secret header value are redacted before a record is stored, so nothing
-that reads the history can leak one.
+its signature and every secret header value are redacted in every record handed out.
+
+Adding an exchange only keeps references (a few microseconds on the request path); the record
+is built, redacted, the first time someone asks for it, after which the raw headers are let go.
+Most of the time nobody has the inspector open, and then nothing is built at all.
 """
 
 from __future__ import annotations
@@ -34,9 +37,39 @@ SECRET_HEADER = "x-authproxy-secret"
 Headers = list[tuple[str, str]]
 
 
+@dataclass(slots=True)
+class _Entry:
+    id: int
+    time: float  # when the request arrived
+    method: str
+    path: str  # raw, with the query
+    scheme: str
+    body: bool  # the request had a body
+    endpoint: str
+    status: int
+    total_ms: float
+    injected: str | None  # the injected header's name
+    received: Headers | None  # raw until built
+    ex: Exchange | None
+    resp: web.StreamResponse | None  # the proxy's own answer, when there was no exchange
+    record: dict[str, Any] | None = None
+    text: str | None = None  # lower-case, for ?q=
+
+    def json(self) -> dict[str, Any]:
+        if self.record is None:
+            self.record = _build(self)
+            self.received = self.ex = self.resp = None  # raw values go; redacted ones stay
+        return self.record
+
+    def haystack(self) -> str:
+        if self.text is None:
+            self.text = _haystack(self.json())
+        return self.text
+
+
 class History:
     def __init__(self, size: int, now: Callable[[], float] = time.time) -> None:
-        self.entries: deque[dict[str, Any]] = deque(maxlen=size)
+        self.entries: deque[_Entry] = deque(maxlen=size)
         self.counter = 0
         self.now = now
 
@@ -49,40 +82,10 @@ class History:
             resp: web.StreamResponse | None = None) -> None:
         """`resp`: the answer, for the proxy's own (error, preflight) headers and message."""
         self.counter += 1
-        now = self.now()
-        received = list(request.headers.items())
-        sent = _sent_headers(ex)
-        also = frozenset([injected.lower()]) if injected else frozenset()
-        value = _header(sent, injected) if injected else None
-        if ex is not None:
-            answered = ex.response_headers
-        else:
-            answered = list(resp.headers.items()) if resp is not None else []
-        self.entries.append({
-            "id": self.counter,
-            "time": now,
-            "method": request.method,
-            "path": request.raw_path,
-            "endpoint": endpoint,
-            "status": status,
-            "total_ms": round(total_ms, 2),
-            "upstream_ms": round(ex.upstream_ms, 2) if ex and ex.upstream_ms is not None
-            else None,
-            "upstream_url": str(ex.upstream_url) if ex and ex.upstream_url else None,
-            "request_id": ex.request_id if ex else None,
-            "amzn_request_id": ex.amzn_request_id if ex else None,
-            "bytes": ex.bytes_out if ex else _length(resp),
-            "error": ex.error if ex else _own_error(resp),
-            "hint": ex.hint if ex else None,
-            "replayed": ex.replayed if ex else False,
-            "injected_header": injected,
-            "request_headers": _marked(received, _received_mark(sent) if ex else _no_mark,
-                                       also),
-            "sent_headers": _marked(sent, _sent_mark(received, injected), also),
-            "response_headers": _marked(answered, _no_mark),
-            "token": token_info(injected, value, now) if injected and value else None,
-            "curl": curl(request, received, injected),
-        })
+        self.entries.append(_Entry(
+            self.counter, self.now() - total_ms / 1000, request.method, request.raw_path,
+            request.scheme, request.body_exists, endpoint, status, total_ms, injected,
+            list(request.headers.items()), ex, None if ex else resp))
 
     def query(self, since: int = 0, endpoints: frozenset[str] | None = None,
               statuses: StatusFilter | None = None, text: str | None = None,
@@ -91,15 +94,15 @@ class History:
         needle = text.lower() if text else None
         out: list[dict[str, Any]] = []
         for entry in reversed(self.entries):
-            if entry["id"] <= since:
+            if entry.id <= since:
                 break
-            if endpoints is not None and entry["endpoint"] not in endpoints:
+            if endpoints is not None and entry.endpoint not in endpoints:
                 continue
-            if statuses is not None and not statuses.matches(entry["status"]):
+            if statuses is not None and not statuses.matches(entry.status):
                 continue
-            if needle is not None and needle not in _haystack(entry):
+            if needle is not None and needle not in entry.haystack():
                 continue
-            out.append(entry)
+            out.append(entry.json())
             if limit is not None and len(out) >= limit:
                 break
         return out
@@ -108,7 +111,39 @@ class History:
         return self.query(limit=limit)
 
     def endpoints(self) -> list[str]:
-        return sorted({e["endpoint"] for e in self.entries})
+        return sorted({e.endpoint for e in self.entries})
+
+
+def _build(e: _Entry) -> dict[str, Any]:
+    ex, resp = e.ex, e.resp
+    received = e.received or []
+    sent = _sent_headers(ex)
+    also = frozenset([e.injected.lower()]) if e.injected else frozenset()
+    value = _header(sent, e.injected) if e.injected else None
+    answered = ex.response_headers if ex else list(resp.headers.items()) if resp else []
+    return {
+        "id": e.id,
+        "time": e.time,
+        "method": e.method,
+        "path": e.path,
+        "endpoint": e.endpoint,
+        "status": e.status,
+        "total_ms": round(e.total_ms, 2),
+        "upstream_ms": round(ex.upstream_ms, 2) if ex and ex.upstream_ms is not None else None,
+        "upstream_url": str(ex.upstream_url) if ex and ex.upstream_url else None,
+        "request_id": ex.request_id if ex else None,
+        "amzn_request_id": ex.amzn_request_id if ex else None,
+        "bytes": ex.bytes_out if ex else _length(resp),
+        "error": ex.error if ex else _own_error(resp),
+        "hint": ex.hint if ex else None,
+        "replayed": ex.replayed if ex else False,
+        "injected_header": e.injected,
+        "request_headers": _marked(received, _received_mark(sent) if ex else _no_mark, also),
+        "sent_headers": _marked(sent, _sent_mark(received, e.injected), also),
+        "response_headers": _marked(answered, _no_mark),
+        "token": token_info(e.injected, value, e.time) if e.injected and value else None,
+        "curl": curl(e, received),
+    }
 
 
 @dataclass(frozen=True)
@@ -159,16 +194,16 @@ def _decode(value: str) -> tuple[str | None, tuple[tuple[str, Any], ...]] | None
             tuple((k, claims[k]) for k in CLAIMS if k in claims))
 
 
-def curl(request: web.Request, received: Headers, injected: str | None) -> str:
+def curl(e: _Entry, received: Headers) -> str:
     """The same request through the proxy: the proxy injects the credential again, so the
     command holds no secret. Secret headers the client sent are left out and named."""
-    url = f"{request.scheme}://{request.headers.get('Host', 'localhost')}{request.raw_path}"
+    host = next((v for k, v in received if k.lower() == "host"), "localhost")
     words = ["curl", "-sS"]
-    if request.method == "HEAD":
+    if e.method == "HEAD":
         words.append("--head")
-    elif request.method != "GET":
-        words += ["-X", request.method]
-    words.append(shlex.quote(url))
+    elif e.method != "GET":
+        words += ["-X", e.method]
+    words.append(shlex.quote(f"{e.scheme}://{host}{e.path}"))
     left_out = []
     for name, value in received:
         low = name.lower()
@@ -176,17 +211,17 @@ def curl(request: web.Request, received: Headers, injected: str | None) -> str:
             words += ["-H", f'"{name}: $AUTHPROXY_SECRET"']
         elif low == "accept-encoding":
             words.append("--compressed")
-        elif low in _NOT_IN_CURL or low == (injected or "").lower():
+        elif low in _NOT_IN_CURL or low == (e.injected or "").lower():
             continue
         elif low in SENSITIVE:
             left_out.append(name)
         else:
             words += ["-H", shlex.quote(f"{name}: {value}")]
-    if request.body_exists:
+    if e.body:
         words += ["--data-binary", "@body"]
     command = " ".join(words)
     notes = []
-    if request.body_exists:
+    if e.body:
         notes.append("the body is not kept: save it as ./body")
     if left_out:
         notes.append("left out (secret): " + ", ".join(left_out))

@@ -341,13 +341,22 @@ async def test_no_secret_reaches_any_page_api_or_log_line(
             assert secret not in text, f"a secret ({secret[:4]}…) is in {where}"
 
 
-async def test_token_claims_are_decoded_once_per_token(apigw: FakeApiGateway,
-                                                       make_proxy: MakeProxy) -> None:
+async def test_records_are_built_when_asked_for_and_tokens_decoded_once(
+        apigw: FakeApiGateway, make_proxy: MakeProxy) -> None:
+    from proxy.app import PROXY
     from proxy.history import _decode
 
     _decode.cache_clear()
     client = await make_proxy(config(apigw.url))
     for _ in range(20):
         await client.get("/api/x")
+    history = client.app[PROXY].history
+    assert history is not None
+    # The request path only kept references: nothing decoded, nothing redacted yet.
+    assert _decode.cache_info().currsize == 0
+    assert all(e.record is None and e.received for e in history.entries)
+    assert len((await exchanges(client))["exchanges"]) == 20
     info = _decode.cache_info()
-    assert info.misses == 1 and info.hits == 19
+    assert info.misses == 1 and info.hits == 19  # one token, decoded once
+    # Built records keep only redacted values: the raw headers are gone.
+    assert all(e.record and e.received is None and e.ex is None for e in history.entries)

@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import signal
 import ssl
 import uuid
 from collections import deque
@@ -159,7 +160,11 @@ def main() -> None:
         fake = FakeApiGateway(stage=args.stage.rstrip("/"), require=require)
         url = await fake.start(args.host, args.port)
         print(f"fake API Gateway on {url}{fake.stage}", flush=True)
-        await asyncio.Event().wait()
+        stop = asyncio.Event()
+        # As PID 1 in a container a process gets no default SIGTERM handling.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        await fake.stop()
 
     try:
         asyncio.run(run())

@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import stat
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,3 +175,34 @@ async def test_upstream_401_refreshes_once_and_replays_the_body(
         assert len([s for s in apigw.seen if s.raw_path == "/Development/big"]) == 1
     finally:
         await fake.stop()
+
+
+@pytest.mark.e2e
+def test_reload_keeps_tokens_of_unchanged_credentials(
+        cognito: FakeCognito, threaded_apigw: FakeApiGateway, tmp_path: Path,
+        serve: Callable[..., ServeProcess]) -> None:
+    p = make_pool(cognito)
+    text = p.config(threaded_apigw.url)
+    sp = serve(text, env={"XDG_CACHE_HOME": str(tmp_path)})
+    path = Path(str(sp.proc.args[3]))  # type: ignore[index]
+    assert sp.get("/api/one")[0] == 200
+    sign_ins = cognito.count("InitiateAuth")
+
+    def reload(new_text: str, times: int) -> None:
+        path.write_text(new_text)
+        sp.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while sp.log().count("config reloaded") < times and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sp.log().count("config reloaded") == times, sp.log()
+
+    # An endpoint added, the credential untouched: no new sign-in, the new route works.
+    reload(text + f'  - {{name: more, endpoint: "{threaded_apigw.url}/Development", '
+                  f'auth: user}}\n', 1)
+    assert sp.get("/more/x")[0] == 200 and sp.get("/api/two")[0] == 200
+    assert cognito.count("InitiateAuth") == sign_ins
+    # The credential changed: it signs in again.
+    reload(p.config(threaded_apigw.url, extra="    refresh_margin: 120"), 2)
+    assert sp.get("/api/three")[0] == 200
+    assert cognito.count("InitiateAuth") > sign_ins
+    assert sp.stop() == 0

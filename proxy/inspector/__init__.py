@@ -1,5 +1,11 @@
 """The inspector page: static HTML, CSS and JS shipped in this package (no build step, no CDN),
-served from memory under `admin.prefix` with headers that let it run only its own script."""
+served from memory under `admin.prefix` with headers that let it run only its own script.
+
+The page polls `api/exchanges?since=<last id>` every second rather than holding an SSE stream:
+the admin answers stay plain synchronous lookups, no long-lived response holds up the graceful
+drain at shutdown or a reload, a hidden tab simply stops asking, and on loopback a poll that
+returns nothing new costs well under a millisecond.
+"""
 
 from __future__ import annotations
 

@@ -54,6 +54,9 @@ def _pattern(entry: str) -> re.Pattern[str] | None:
     return re.compile(f"{scheme}://{labels}{port_re}")
 
 
+PROXY_EXPOSED = ("X-Request-Id", "X-Authproxy-Hint", "X-Authproxy-Error")
+
+
 class CorsPolicy:
     def __init__(self, cors: Cors) -> None:
         entries = [_normalize(o) for o in cors.allow_origins]
@@ -80,7 +83,11 @@ class CorsPolicy:
         )
         self._methods_value = ", ".join(cors.allow_methods)
         self._headers_value = ", ".join(cors.allow_headers)
-        expose = ", ".join(cors.expose_headers)
+        # A page should be able to read what the proxy itself adds: the id to find the request
+        # in CloudWatch, and why API Gateway refused it.
+        ours = [h for h in PROXY_EXPOSED if h.lower() not in {e.lower() for e in
+                                                               cors.expose_headers}]
+        expose = ", ".join([*cors.expose_headers, *ours])
         self._actual_fixed: tuple[tuple[str, str], ...] = (
             ("Vary", "Origin"), *creds,
             *((("Access-Control-Expose-Headers", expose),) if expose else ()),

@@ -246,7 +246,8 @@ def test_response_headers_for_an_allowed_origin() -> None:
     assert p.response_headers("http://localhost:3000") == (
         ("Access-Control-Allow-Origin", "http://localhost:3000"),
         ("Vary", "Origin"),
-        ("Access-Control-Expose-Headers", "X-Request-Id, X-Amzn-RequestId"),
+        ("Access-Control-Expose-Headers",
+         "X-Request-Id, X-Amzn-RequestId, X-Authproxy-Hint, X-Authproxy-Error"),
     )
 
 
@@ -256,6 +257,7 @@ def test_response_headers_with_credentials() -> None:
         "Access-Control-Allow-Origin": "http://localhost:3000",
         "Vary": "Origin",
         "Access-Control-Allow-Credentials": "true",
+        "Access-Control-Expose-Headers": "X-Request-Id, X-Authproxy-Hint, X-Authproxy-Error",
     }
 
 

@@ -63,10 +63,39 @@ def need(tool: str) -> str:
 
 
 def pin(cpu: str) -> list[str]:
-    """taskset prefix; empty when the machine has a single core (figures then mean little)."""
+    """taskset prefix; empty on a single core (figures then mean little)."""
     if (os.cpu_count() or 1) < 2 or not shutil.which("taskset"):
         return []
     return ["taskset", "-c", cpu]
+
+
+def add_nice_option(ap: Any) -> None:
+    ap.add_argument("--nice", type=int, default=0,
+                    help="run the proxies, upstream and wrk at this nice value (e.g. -10 when "
+                         "other work shares the machine; needs root); default 0")
+
+
+def apply_nice(value: int) -> None:
+    """Sets this process's nice value; every process it starts inherits it.
+
+    With the kernel's autogroup scheduling (on by default), CPU is shared between sessions
+    first and nice only counts inside one; so the script re-runs itself in a new session and
+    sets that session's autogroup nice too (/proc/self/autogroup), leaving the caller's alone.
+    """
+    if not value:
+        return
+    if os.getsid(0) != os.getpid():  # not a session leader yet: re-run as one
+        child = subprocess.Popen([sys.executable, *sys.argv], start_new_session=True)
+        while True:
+            try:
+                sys.exit(child.wait())
+            except KeyboardInterrupt:
+                child.send_signal(signal.SIGINT)
+    os.setpriority(os.PRIO_PROCESS, 0, value)
+    try:
+        Path("/proc/self/autogroup").write_text(str(value))
+    except OSError:
+        pass
 
 
 class Proc:
@@ -194,12 +223,34 @@ def start_upstream(logdir: Path, loop: str = "uvloop", headers: str = "apigw") -
     return proc, int(line.split()[1])
 
 
+def add_rev_option(ap: Any) -> None:
+    ap.add_argument("--rev", help="benchmark authproxy as committed at this git revision "
+                    "(exported to a temp dir), or from a directory holding a proxy/ package, "
+                    "instead of the working tree")
+
+
+def export_rev(rev: str | None, dest: Path) -> Path | None:
+    """`git archive REV proxy` into dest; returns the directory to put on PYTHONPATH.
+    A directory holding a proxy/ package is used as it is (for trying out a patched copy)."""
+    if not rev:
+        return None
+    if (Path(rev) / "proxy" / "__init__.py").exists():
+        return Path(rev).resolve()
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "proxy"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
 def start_authproxy(logdir: Path, config: Path, loop: str, name: str | None = None,
-                    cpu: str = PROXY_CPU) -> tuple[Proc, int]:
+                    cpu: str = PROXY_CPU, src: Path | None = None) -> tuple[Proc, int]:
+    """`authproxy serve` on `loop`; from `src` (an exported revision) when given."""
     port = free_port()
     name = name or f"authproxy-{loop}"
+    env = dict(os.environ, PYTHONPATH=str(src)) if src else None
     proc = Proc(name, [PY, str(BENCH / "_launch.py"), loop, "authproxy", "serve", "-c",
-                       str(config), "--port", str(port)], cpu, logdir)
+                       str(config), "--port", str(port)], cpu, logdir, env=env)
     wait_http(f"http://127.0.0.1:{port}/_authproxy/healthz", proc)
     return proc, port
 
@@ -350,6 +401,18 @@ def cpu_busy_seconds() -> float:
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
     return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+def wait_quiet(max_wait: float, threshold_pct: float = 10.0, window: float = 0.5) -> float:
+    """Waits (up to `max_wait` s) until the machine's CPU use over `window` is under
+    `threshold_pct` of one core (our idle processes use ~0); returns the busy % last seen."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        b0 = cpu_busy_seconds()
+        time.sleep(window)
+        pct = 100 * (cpu_busy_seconds() - b0) / window
+        if pct < threshold_pct or time.monotonic() >= deadline:
+            return round(pct, 1)
 
 
 def median(xs: list[float]) -> float:

@@ -32,7 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     LOAD_CPU,
     Proc,
+    add_nice_option,
+    add_rev_option,
+    apply_nice,
     authproxy_config,
+    export_rev,
     have_uvloop,
     machine_info,
     make_token,
@@ -214,7 +218,10 @@ def main() -> int:
     ap.add_argument("--large-duration", type=int, default=6, help="seconds per wrk run (6)")
     ap.add_argument("--large-mib", type=int, default=10)
     ap.add_argument("--large-connections", type=int, default=10)
+    add_nice_option(ap)
+    add_rev_option(ap)
     args = ap.parse_args()
+    apply_nice(args.nice)
     raise_nofile()
     size = args.size_mib * MiB
     procs: list[Proc] = []
@@ -233,7 +240,8 @@ def run(args: argparse.Namespace, size: int, tmp: Path, procs: list[Proc]) -> in
     up, up_port = start_upstream(tmp)
     procs.append(up)
     config = authproxy_config(tmp / "authproxy.yaml", up_port, token_file)
-    proxy, port = start_authproxy(tmp, config, args.loop)
+    proxy, port = start_authproxy(tmp, config, args.loop,
+                                  src=export_rev(args.rev, tmp / "src"))
     procs.append(proxy)
     os.sched_setaffinity(0, {int(LOAD_CPU)})  # this client shares core 1 with the upstream
     print(f"authproxy ({args.loop}) pid {proxy.pid} on core 0; upstream and this client on core "

@@ -29,7 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     PROXY_CPU,
     Proc,
+    add_nice_option,
+    add_rev_option,
+    apply_nice,
     authproxy_config,
+    export_rev,
     have_uvloop,
     http_get,
     machine_info,
@@ -42,6 +46,7 @@ from _common import (  # noqa: E402
     start_nginx,
     start_upstream,
     table,
+    wait_quiet,
     write_result,
     wrk,
 )
@@ -71,9 +76,19 @@ def main() -> int:
     ap.add_argument("--headers", choices=("apigw", "minimal"), default="apigw",
                     help="upstream answer headers (apigw: 5 API Gateway-like headers)")
     ap.add_argument("--path", default="/", help="request path (default /)")
+    ap.add_argument("--quiet-wait", type=float, default=10,
+                    help="before each run, wait up to this many seconds for other processes on "
+                         "the machine to go quiet (10; 0 to never wait)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=REV|DIR",
+                    help="also measure authproxy from this git revision or directory (holding "
+                         "a proxy/ package) as target NAME-<loop>; repeatable; to see what a "
+                         "change buys, side by side in one run")
     ap.add_argument("--strict", action="store_true",
                     help="also exit 1 when an issue-7 target (ratio, c1000 p99) is missed")
+    add_nice_option(ap)
+    add_rev_option(ap)
     args = ap.parse_args()
+    apply_nice(args.nice)
     loops = [x for x in args.loops.split(",") if x]
     if "uvloop" in loops and not have_uvloop():
         sys.exit("uvloop is not installed: `.venv/bin/pip install uvloop` or --loops asyncio")
@@ -101,11 +116,19 @@ def run(args: argparse.Namespace, loops: list[str], skip: set[str], tmp: Path,
     targets: dict[str, tuple[Proc | None, int]] = {}
     if "upstream" not in skip:
         targets["upstream"] = (None, up_port)
+    builds = [("authproxy", export_rev(args.rev, tmp / "src"))]
+    for i, spec in enumerate(args.variant):
+        label, _, where = spec.partition("=")
+        if not label or not where:
+            sys.exit(f"--variant {spec!r}: expected NAME=REV or NAME=DIR")
+        builds.append((label, export_rev(where, tmp / f"src{i}")))
+    labels = [label for label, _ in builds]
     for loop in loops:
         if "authproxy" not in skip:
-            p, port = start_authproxy(tmp, config, loop)
-            procs.append(p)
-            targets[p.name] = (p, port)
+            for label, src in builds:
+                p, port = start_authproxy(tmp, config, loop, name=f"{label}-{loop}", src=src)
+                procs.append(p)
+                targets[p.name] = (p, port)
         if "naive" not in skip:
             p, port = start_naive(tmp, up_port, token_file, loop)
             procs.append(p)
@@ -118,7 +141,8 @@ def run(args: argparse.Namespace, loops: list[str], skip: set[str], tmp: Path,
     failures: list[str] = []
     misses: list[str] = []
     sanity: dict[str, Any] = {}
-    print(f"upstream on :{up_port}; proxies pinned to core {PROXY_CPU}; token {len(token)} B; "
+    print(f"authproxy from {args.rev or 'the working tree'}; upstream on :{up_port}; "
+          f"proxies pinned to core {PROXY_CPU}; token {len(token)} B; "
           "authproxy access log off (logging.level warning)")
     for name, (_, port) in targets.items():
         status, body = http_get(f"http://127.0.0.1:{port}/echo")
@@ -150,6 +174,8 @@ def run(args: argparse.Namespace, loops: list[str], skip: set[str], tmp: Path,
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             proc, port = targets[name]
+            if args.quiet_wait:
+                wait_quiet(args.quiet_wait)
             res = wrk(url(port), args.connections, args.duration, tmp, watch=watch(proc))
             res |= {"target": name, "round": r}
             if proc:
@@ -158,7 +184,7 @@ def run(args: argparse.Namespace, loops: list[str], skip: set[str], tmp: Path,
             runs.append(res)
             print(f"  round {r + 1}/{args.rounds} {name:18s} {res['rps']:>9.0f} req/s  "
                   f"p50 {res['p50_ms']:.2f} ms  p99 {res['p99_ms']:.2f} ms  "
-                  f"errors {res['errors']}", flush=True)
+                  f"errors {res['errors']}  noise {res['foreign_cpu_pct']:.0f}%", flush=True)
 
     summary: dict[str, dict[str, Any]] = {}
     for name in names:
@@ -177,7 +203,7 @@ def run(args: argparse.Namespace, loops: list[str], skip: set[str], tmp: Path,
             "rss_peak_mb": max(x["rss_peak_mb"][proc.name] for x in rs) if proc else None,
             "foreign_cpu_pct": max(x["foreign_cpu_pct"] for x in rs),
         }
-        if name.startswith("authproxy") and summary[name]["errors"]:
+        if name.rsplit("-", 1)[0] in labels and summary[name]["errors"]:
             failures.append(f"{name}: {summary[name]['errors']} errors at "
                             f"{args.connections} connections")
 
@@ -190,8 +216,12 @@ def run(args: argparse.Namespace, loops: list[str], skip: set[str], tmp: Path,
 
     ratios: dict[str, float | None] = {}
     for loop in loops:
-        ratios[f"authproxy-{loop}/naive-{loop}"] = ratio(f"authproxy-{loop}", f"naive-{loop}")
-        ratios[f"authproxy-{loop}/nginx"] = ratio(f"authproxy-{loop}", "nginx")
+        for label in labels:
+            ratios[f"{label}-{loop}/naive-{loop}"] = ratio(f"{label}-{loop}", f"naive-{loop}")
+            ratios[f"{label}-{loop}/nginx"] = ratio(f"{label}-{loop}", "nginx")
+            if label != "authproxy":
+                ratios[f"{label}-{loop}/authproxy-{loop}"] = ratio(f"{label}-{loop}",
+                                                                   f"authproxy-{loop}")
         ratios[f"naive-{loop}/nginx"] = ratio(f"naive-{loop}", "nginx")
     if "uvloop" in loops and "asyncio" in loops:
         ratios["authproxy-uvloop/naive-asyncio"] = ratio("authproxy-uvloop", "naive-asyncio")
@@ -202,11 +232,12 @@ def run(args: argparse.Namespace, loops: list[str], skip: set[str], tmp: Path,
     # req/s when other processes share the machine.
     cpu_ratios: dict[str, float] = {}
     for loop in loops:
-        for base in (f"naive-{loop}", "nginx"):
-            a, b = summary.get(f"authproxy-{loop}"), summary.get(base)
-            if a and b and a["proxy_cpu_us_per_req"] and b["proxy_cpu_us_per_req"]:
-                cpu_ratios[f"{base} us/req / authproxy-{loop} us/req"] = round(
-                    b["proxy_cpu_us_per_req"] / a["proxy_cpu_us_per_req"], 3)
+        for label in labels:
+            for base in (f"naive-{loop}", "nginx"):
+                a, b = summary.get(f"{label}-{loop}"), summary.get(base)
+                if a and b and a["proxy_cpu_us_per_req"] and b["proxy_cpu_us_per_req"]:
+                    cpu_ratios[f"{base} us/req / {label}-{loop} us/req"] = round(
+                        b["proxy_cpu_us_per_req"] / a["proxy_cpu_us_per_req"], 3)
     noisy = [x for x in runs if x["foreign_cpu_pct"] > NOISE_PCT]
     head = f"authproxy-{loops[0]}/naive-{loops[0]}"
     if head in ratios and ratios[head] < RATIO_TARGET:
@@ -214,16 +245,19 @@ def run(args: argparse.Namespace, loops: list[str], skip: set[str], tmp: Path,
 
     c1000: dict[str, dict[str, Any]] = {}
     for kind in filter(None, args.c1000_targets.split(",")):
-        for name in [n for n in names if n == kind or n.startswith(kind + "-")]:
+        for name in [n for n in names if n == kind or n.rsplit("-", 1)[0] == kind]:
             proc, port = targets[name]
             time.sleep(1)  # let the previous run's connections close
+            if args.quiet_wait:
+                wait_quiet(args.quiet_wait)
             res = wrk(url(port), args.c1000_connections, args.c1000_duration, tmp,
                       timeout="10s", watch=watch(proc))
             c1000[name] = res
             print(f"  c{args.c1000_connections} {name:18s} {res['rps']:>9.0f} req/s  "
                   f"p50 {res['p50_ms']:.1f} ms  p99 {res['p99_ms']:.1f} ms  "
-                  f"max {res['max_ms']:.0f} ms  errors {res['errors']}", flush=True)
-            if name.startswith("authproxy"):
+                  f"max {res['max_ms']:.0f} ms  errors {res['errors']}  "
+                  f"noise {res['foreign_cpu_pct']:.0f}%", flush=True)
+            if name.rsplit("-", 1)[0] in labels:
                 if res["errors"]:
                     failures.append(f"{name}: {res['errors']} errors at "
                                     f"{args.c1000_connections} connections "

@@ -28,12 +28,17 @@ from _common import (  # noqa: E402
     LOAD_CPU,
     RESULTS,
     Proc,
+    add_nice_option,
+    add_rev_option,
+    apply_nice,
     authproxy_config,
+    export_rev,
     have_uvloop,
     make_token,
     pin,
     raise_nofile,
     start_authproxy,
+    start_naive,
     start_upstream,
     table,
     wrk,
@@ -60,13 +65,21 @@ def short(frame: str) -> str:
     if not m:
         return frame
     file = m["file"]
-    for marker in ("site-packages/", "/lib/python3.11/", "/work/main/"):
+    for marker in ("site-packages/", f"/lib/python{sys.version_info[0]}.{sys.version_info[1]}/"):
         if marker in file:
             file = file.split(marker, 1)[1]
+            break
+    else:
+        for marker in ("/proxy/", "/bench/"):
+            if marker in file:
+                file = file[file.rindex(marker) + 1:]
+                break
     return f"{m['func']} ({file}{':' + m['line'] if m['line'] else ''})"
 
 
-def summarise(raw: Path, top: int) -> dict[str, object]:
+def summarise(raw: Path, top: int, us_per_req: float | None = None) -> dict[str, object]:
+    """Tables of the collapsed stacks; with `us_per_req` (the process's CPU time per request)
+    each share is also shown as microseconds of CPU per request."""
     self_t: collections.Counter[str] = collections.Counter()
     incl: collections.Counter[str] = collections.Counter()
     incl_func: collections.Counter[str] = collections.Counter()
@@ -102,16 +115,19 @@ def summarise(raw: Path, top: int) -> dict[str, object]:
                 incl_func[key] += n
 
     def pct(n: int) -> str:
-        return f"{100 * n / max(total, 1):.1f}%"
+        share = n / max(total, 1)
+        if us_per_req is None:
+            return f"{100 * share:.1f}%"
+        return f"{100 * share:5.1f}% {share * us_per_req:6.1f} us/req"
 
     print(f"\n{total} samples")
     print("\nself time by package")
     print(table([[k, pct(v)] for k, v in by_pkg.most_common()], ["package", "self"]))
     print(f"\ntop {top} functions by self time (line of the leaf frame)")
     print(table([[k, pct(v)] for k, v in self_t.most_common(top)], ["frame", "self"]))
-    proxy_funcs = [(k, v) for k, v in incl_func.most_common() if "proxy/" in k
-                   and "site-packages" not in k]
-    print("\nauthproxy's own functions, inclusive (time in them and what they call)")
+    proxy_funcs = [(k, v) for k, v in incl_func.most_common()
+                   if "(proxy/" in k or "(bench/" in k or "naive_proxy.py" in k]
+    print("\nthe proxy's own functions, inclusive (time in them and what they call)")
     print(table([[k, pct(v)] for k, v in proxy_funcs[:top]], ["function", "inclusive"]))
     print(f"\ntop {top} functions by inclusive time (all code)")
     print(table([[k, pct(v)] for k, v in incl_func.most_common(top)],
@@ -134,7 +150,12 @@ def main() -> int:
     ap.add_argument("--native", action="store_true", help="include C frames (py-spy --native)")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--raw", type=Path, help="only summarise an existing collapsed-stack file")
+    ap.add_argument("--target", choices=("authproxy", "naive"), default="authproxy",
+                    help="the proxy to profile (naive: bench/naive_proxy.py, for comparison)")
+    add_nice_option(ap)
+    add_rev_option(ap)
     args = ap.parse_args()
+    apply_nice(args.nice)
     if args.raw:
         summarise(args.raw, args.top)
         return 0
@@ -143,7 +164,7 @@ def main() -> int:
         sys.exit("py-spy not found: .venv/bin/pip install py-spy")
     raise_nofile()
     RESULTS.mkdir(exist_ok=True)
-    raw = RESULTS / f"profile-{args.loop}-{time.strftime('%Y%m%d-%H%M%S')}.txt"
+    raw = RESULTS / f"profile-{args.target}-{args.loop}-{time.strftime('%Y%m%d-%H%M%S')}.txt"
     procs: list[Proc] = []
     with tempfile.TemporaryDirectory(prefix="authproxy-profile-") as tmpname:
         tmp = Path(tmpname)
@@ -152,14 +173,18 @@ def main() -> int:
             make_token(token_file)
             up, up_port = start_upstream(tmp)
             procs.append(up)
-            proxy, port = start_authproxy(
-                tmp, authproxy_config(tmp / "authproxy.yaml", up_port, token_file), args.loop)
+            if args.target == "naive":
+                proxy, port = start_naive(tmp, up_port, token_file, args.loop)
+            else:
+                proxy, port = start_authproxy(
+                    tmp, authproxy_config(tmp / "authproxy.yaml", up_port, token_file),
+                    args.loop, src=export_rev(args.rev, tmp / "src"))
             procs.append(proxy)
             url = f"http://127.0.0.1:{port}/"
             wrk(url, args.connections, 2, tmp)
             cmd = pin(LOAD_CPU) + [pyspy, "record", "--pid", str(proxy.pid), "--format", "raw",
                                    "--rate", str(args.rate), "--duration", str(args.seconds + 1),
-                                   "--output", str(raw), "--nonblocking"]
+                                   "--output", str(raw)]
             if args.native:
                 cmd.append("--native")
             spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -168,12 +193,14 @@ def main() -> int:
             _, err = spy.communicate(timeout=60)
             if spy.returncode != 0 or not raw.exists():
                 sys.exit(f"py-spy failed: {err.decode(errors='replace')}")
-            print(f"authproxy ({args.loop}) under wrk -c{args.connections}: {res['rps']:.0f} "
-                  f"req/s while sampled, proxy CPU {res['cpu_pct'][proxy.name]:.0f}%")
+            us = res["cpu_s"][proxy.name] * 1e6 / max(res["requests"], 1)
+            print(f"{proxy.name} under wrk -c{args.connections}: {res['rps']:.0f} req/s while "
+                  f"sampled, proxy CPU {res['cpu_pct'][proxy.name]:.0f}%, {us:.0f} us of CPU "
+                  "per request (py-spy's pauses included)")
         finally:
             for p in reversed(procs):
                 p.stop()
-    summarise(raw, args.top)
+    summarise(raw, args.top, us)
     print(f"\ncollapsed stacks: {raw.relative_to(raw.parents[2])}")
     return 0
 

@@ -45,6 +45,20 @@ def require_browser() -> None:
         pytest.skip(message)
 
 
+@pytest.fixture(name="browser")
+async def browser_fixture() -> AsyncIterator[Any]:
+    """A headless Chromium (Debian's), launched once per test."""
+    require_browser()
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
 def _has_playwright() -> bool:
     try:
         import playwright.async_api  # noqa: F401

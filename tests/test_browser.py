@@ -15,14 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from browser_fixtures import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     Pages,
     ProxyProcess,
     authproxy,
+    browser_fixture,  # noqa: F401  (the `browser` fixture)
     page_server,
     proxy_config,
-    require_browser,
 )
 
 from proxy.fakes.apigw import FakeApiGateway
@@ -47,19 +45,6 @@ FETCH = """async ([url, init]) => {
 
 JSON_POST = {"method": "POST", "headers": {"Content-Type": "application/json"},
              "body": json.dumps({"hello": "world"})}
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    require_browser()
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 @pytest.fixture

@@ -5,15 +5,13 @@ single secret in its DOM."""
 from __future__ import annotations
 
 import json
-import os
 import re
-from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from browser_fixtures import CHROMIUM, CHROMIUM_ARGS
+from browser_fixtures import browser_fixture  # noqa: F401  (the `browser` fixture)
 from conftest import MakeProxy
 from test_hints import make_jwt
 
@@ -95,39 +93,6 @@ def test_page_runs_no_inline_code_and_writes_no_html() -> None:
 
 
 # --- in a real browser ------------------------------------------------------------------------
-
-def require_browser() -> None:
-    """Skip where Chromium or Playwright is missing, except when AUTHPROXY_REQUIRE_BROWSER=1
-    (or CI) is set: there a missing browser fails the run."""
-    missing = [what for what, ok in ((CHROMIUM, Path(CHROMIUM).exists()),
-                                     ("playwright (pip)", _has_playwright())) if not ok]
-    if missing:
-        message = f"the inspector test needs {' and '.join(missing)} (apt chromium, pip playwright)"
-        if os.environ.get("AUTHPROXY_REQUIRE_BROWSER") == "1" or os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-
-
-def _has_playwright() -> bool:
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    require_browser()
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
-
 
 @pytest.mark.browser
 async def test_inspector_in_chromium(browser: Browser, apigw: FakeApiGateway,

@@ -327,6 +327,23 @@ def start_nginx(logdir: Path, upstream_port: int, token: str,
     return proc, port
 
 
+def accept_queue(port: int) -> int:
+    """Connections waiting in the accept queue of the listening socket on `port` (the
+    rx_queue of a LISTEN entry in /proc/net/tcp): a server slow to accept shows here."""
+    want = f":{port:04X}"
+    total = 0
+    for table_ in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table_).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if len(f) > 4 and f[3] == "0A" and f[1].endswith(want):
+                total += int(f[4].split(":")[1], 16)
+    return total
+
+
 WRK_LUA = """\
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -343,8 +360,10 @@ end
 
 def wrk(url: str, connections: int, duration: float, logdir: Path, timeout: str = "10s",
         threads: int = 1, watch: list[Proc] | None = None) -> dict[str, Any]:
-    """Run wrk pinned to the load core; returns req/s, latency percentiles (ms), errors, and the
-    CPU seconds each watched process used during the run."""
+    """Run wrk pinned to the load core; returns req/s, latency percentiles (ms), errors, the
+    CPU seconds each watched process used during the run and the largest accept queue seen."""
+    port = int(url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    queue_peak = 0
     lua = logdir / "report.lua"
     if not lua.exists():
         lua.write_text(WRK_LUA)
@@ -362,6 +381,7 @@ def wrk(url: str, connections: int, duration: float, logdir: Path, timeout: str 
             break
         for p in watch or []:
             rss_peak[p.name] = max(rss_peak[p.name], p.rss_kb())
+        queue_peak = max(queue_peak, accept_queue(port))
         time.sleep(0.25)
     proc.returncode = os.waitstatus_to_exitcode(status)
     out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
@@ -383,6 +403,7 @@ def wrk(url: str, connections: int, duration: float, logdir: Path, timeout: str 
         "error_detail": {k: raw[k] for k in ("connect", "read", "write", "timeout", "status")
                          if raw[k]},
         "mb_per_s": round(raw["bytes"] / secs / 1e6, 1),
+        "accept_queue_peak": queue_peak,
     }
     res["cpu_pct_wrk"] = round(100 * (usage.ru_utime + usage.ru_stime) / wall, 1)
     ours = usage.ru_utime + usage.ru_stime

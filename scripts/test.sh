@@ -24,5 +24,5 @@ PY=${PYTHON:-python3}
 echo "== ruff";  .venv/bin/ruff check proxy tests bench
 echo "== mypy";  .venv/bin/mypy
 echo "== pytest"
-# The browser tests must run here, never skip quietly.
-AUTHPROXY_REQUIRE_BROWSER=1 .venv/bin/pytest "$@"
+# The browser and moto tests must run here, never skip quietly.
+AUTHPROXY_REQUIRE_BROWSER=1 AUTHPROXY_REQUIRE_MOTO=1 .venv/bin/pytest "$@"

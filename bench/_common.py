@@ -13,6 +13,7 @@ import os
 import re
 import resource
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -274,6 +275,19 @@ def start_script_proxy(logdir: Path, name: str, script: str, upstream_port: int,
                        str(port), f"http://127.0.0.1:{upstream_port}", str(token_file)],
                 cpu, logdir)
     wait_http(f"http://127.0.0.1:{port}/", proc)
+    return proc, port
+
+
+def start_command(logdir: Path, name: str, template: str, upstream_port: int, token_file: Path,
+                  token: str, cpu: str = PROXY_CPU) -> tuple[Proc, int]:
+    """Any proxy given as a command template: {port} {upstream} {upstream_port} {token_file}
+    {token} {python} {bench} {launch} (= python bench/_launch.py) are filled in."""
+    port = free_port()
+    cmd = template.format(port=port, upstream=f"http://127.0.0.1:{upstream_port}",
+                          upstream_port=upstream_port, token_file=token_file, token=token,
+                          python=PY, bench=BENCH, launch=f"{PY} {BENCH / '_launch.py'}")
+    proc = Proc(name, shlex.split(cmd), cpu, logdir)
+    wait_http(f"http://127.0.0.1:{port}/", proc, timeout=30)
     return proc, port
 
 

@@ -42,6 +42,7 @@ from _common import (  # noqa: E402
     need,
     raise_nofile,
     start_authproxy,
+    start_command,
     start_naive,
     start_nginx,
     start_upstream,
@@ -87,6 +88,11 @@ def main() -> int:
                     help="also measure authproxy from this git revision or directory (holding "
                          "a proxy/ package) as target NAME-<loop>; repeatable; to see what a "
                          "change buys, side by side in one run")
+    ap.add_argument("--cmd", action="append", default=[], metavar="NAME=COMMAND",
+                    help="also measure any proxy started by COMMAND, with {port} {upstream} "
+                         "{upstream_port} {token_file} {token} {python} {bench} {launch} filled "
+                         "in; repeatable (e.g. raw='{launch} uvloop script {bench}/raw_proxy.py "
+                         "{port} {upstream} {token_file}')")
     ap.add_argument("--strict", action="store_true",
                     help="also exit 1 when an issue-7 target (ratio, c1000 p99) is missed")
     add_nice_option(ap)
@@ -137,6 +143,13 @@ def run(args: argparse.Namespace, loops: list[str], skip: set[str], tmp: Path,
             p, port = start_naive(tmp, up_port, token_file, loop)
             procs.append(p)
             targets[p.name] = (p, port)
+    for spec in args.cmd:
+        label, _, template = spec.partition("=")
+        if not label or not template:
+            sys.exit(f"--cmd {spec!r}: expected NAME=COMMAND")
+        p, port = start_command(tmp, label, template, up_port, token_file, token)
+        procs.append(p)
+        targets[label] = (p, port)
     if "nginx" not in skip:
         p, port = start_nginx(tmp, up_port, token)
         procs.append(p)
@@ -239,6 +252,10 @@ def run(args: argparse.Namespace, loops: list[str], skip: set[str], tmp: Path,
                 ratios[f"{label}-{loop}/authproxy-{loop}"] = ratio(f"{label}-{loop}",
                                                                    f"authproxy-{loop}")
         ratios[f"naive-{loop}/nginx"] = ratio(f"naive-{loop}", "nginx")
+        for spec in args.cmd:
+            label = spec.partition("=")[0]
+            ratios[f"authproxy-{loop}/{label}"] = ratio(f"authproxy-{loop}", label)
+            ratios[f"{label}/naive-{loop}"] = ratio(label, f"naive-{loop}")
     if "uvloop" in loops and "asyncio" in loops:
         ratios["authproxy-uvloop/naive-asyncio"] = ratio("authproxy-uvloop", "naive-asyncio")
         ratios["authproxy-uvloop/authproxy-asyncio"] = ratio("authproxy-uvloop",

@@ -112,6 +112,8 @@ def test_login_with_mfa_then_serve_without_a_password(
     p = make_pool(cognito, challenge="SOFTWARE_TOKEN_MFA")
     cfg = tmp_path / "p.yaml"
     cfg.write_text(p.config(threaded_apigw.url, password=False))
+    before = run("explain", "-c", str(cfg), "/api/x", cache=tmp_path)
+    assert "no saved sign-in" in before.stdout and "authproxy login user" in before.stdout
     result = run("login", "-c", str(cfg), "user", cache=tmp_path,
                  input=f"{PASSWORD}\n246810\n")
     assert result.returncode == 0, result.stderr
@@ -122,6 +124,8 @@ def test_login_with_mfa_then_serve_without_a_password(
     for secret in (PASSWORD, CLIENT_SECRET):
         assert secret not in result.stdout + result.stderr + saved[0].name
     sign_ins = cognito.count("InitiateAuth", "USER_SRP_AUTH")
+    after = run("explain", "-c", str(cfg), "/api/x", cache=tmp_path)
+    assert "saved sign-in from `authproxy login`" in after.stdout
 
     sp = serve(cfg.read_text(), env={"XDG_CACHE_HOME": str(tmp_path)})
     status, _, body = sp.get("/api/items")

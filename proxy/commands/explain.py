@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
@@ -9,7 +10,8 @@ from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
 from proxy.app import build_runtime, target_problem
-from proxy.config import Config, StaticCredential
+from proxy.config import CognitoCredential, Config, StaticCredential
+from proxy.credentials import token_store
 from proxy.forward import Exchange, upstream_headers
 from proxy.log import redact_headers
 
@@ -74,7 +76,8 @@ def explain(config: Config, method: str, header_args: Sequence[str], target: str
             value, how = cred.value.reveal(), "static value"
         else:
             value = f"{cred.prefix}<{cred.token} token>"
-            how = f"cognito {cred.flow}, {cred.token} token fetched and refreshed at run time"
+            how = (f"cognito {cred.flow}, {cred.token} token fetched and refreshed at run time; "
+                   f"{_sign_in(cred)}")
         inject = (source.header_name, value)
         print(f"credential: {ep.auth} ({how})")
     else:
@@ -96,6 +99,21 @@ def explain(config: Config, method: str, header_args: Sequence[str], target: str
     print("  (+ added, ~ replaced, - dropped; secrets redacted; X-Request-Id is the client's "
           "or a new one per request)")
     return 0
+
+
+def _sign_in(cred: CognitoCredential) -> str:
+    """How the credential will sign in, from what is on disk (no network)."""
+    if cred.flow == "client_credentials":
+        return f"client credentials at {cred.domain}/oauth2/token"
+    saved = token_store.load(token_store.path_for(cred, token_store.default_dir()))
+    if saved is not None:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(saved.saved_at))
+        return f"saved sign-in from `authproxy login` ({when}) used first"
+    if cred.password is not None or cred.refresh_token is not None:
+        return "signs in with the configured " + (
+            "password" if cred.password is not None else "refresh token")
+    return (f"NO password and no saved sign-in: requests will get 503 until you run "
+            f"`authproxy login {cred.name}`")
 
 
 def _message(text: str | None) -> str:

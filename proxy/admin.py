@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -31,9 +30,9 @@ class Metrics:
     """One registry per app, so tests and reloads never share counters by accident."""
 
     def __init__(self, sources: Callable[[], Mapping[str, CredentialSource]],
-                 connector: Callable[[], aiohttp.BaseConnector | None]) -> None:
+                 connections: Callable[[], tuple[int, int]]) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_ConnectionCollector(connector))
+        self.registry.register(_ConnectionCollector(connections))
         self.requests = Counter("authproxy_requests", "Requests by endpoint and status",
                                 ["endpoint", "status"], registry=self.registry)
         self.upstream_seconds = Histogram(
@@ -59,16 +58,13 @@ class _ConnectionCollector(Collector):
     """Upstream connections in use and idle in the pool: a leak shows as `active` that never
     returns to zero once traffic stops."""
 
-    def __init__(self, connector: Callable[[], aiohttp.BaseConnector | None]) -> None:
-        self.connector = connector
+    def __init__(self, connections: Callable[[], tuple[int, int]]) -> None:
+        self.connections = connections  # (active, idle) of the upstream pool
 
     def collect(self) -> Iterator[Any]:
         family = GaugeMetricFamily("authproxy_upstream_connections",
                                    "Upstream connections by state", labels=["state"])
-        conn = self.connector()
-        # aiohttp exposes no public counts; these two attributes have been stable for years.
-        active = len(getattr(conn, "_acquired", ()))
-        idle = sum(len(v) for v in getattr(conn, "_conns", {}).values())
+        active, idle = self.connections()
         family.add_metric(["active"], active)
         family.add_metric(["idle"], idle)
         yield family

@@ -26,6 +26,7 @@ from proxy.hints import build_hinter
 from proxy.history import History
 from proxy.log import access_log, redact_headers
 from proxy.rules import RuleTable
+from proxy.upstream import Pool
 
 log = logging.getLogger("authproxy")
 
@@ -79,9 +80,10 @@ class Proxy:
     def __init__(self, config: Config) -> None:
         self.rt = build_runtime(config)
         self.port: int | None = None
-        self.session: aiohttp.ClientSession | None = None
+        self.session: aiohttp.ClientSession | None = None  # for the credentials' own calls
+        self.pool = Pool(idle_timeout=30)  # for forwarding
         self.metrics = Metrics(lambda: self.rt.in_use,
-                               lambda: self.session.connector if self.session else None)
+                               lambda: (self.pool.active, self.pool.idle_count))
         admin = config.admin
         self.history = History(admin.history) if admin.inspector and admin.history else None
         self.admin = Admin(self.metrics, lambda: self.rt.in_use, self.history)
@@ -103,6 +105,7 @@ class Proxy:
         await asyncio.gather(*(s.close() for s in self.rt.sources.values()))
         if self.session:
             await self.session.close()
+        self.pool.close()
 
     async def reload(self, config: Config) -> None:
         """Swap in a new runtime. Credentials whose settings did not change keep their tokens;
@@ -157,10 +160,9 @@ class Proxy:
             if source.refreshable:
                 replay = _replayer(source, value)
         ex = Exchange()
-        assert self.session is not None
         self.metrics.in_flight.inc()
         try:
-            resp = await forward(request, self.session, rt.upstreams[ep.name], match.rest,
+            resp = await forward(request, self.pool, rt.upstreams[ep.name], match.rest,
                                  query, inject, rt.cors.response_headers(origin), ex, replay)
         finally:
             self.metrics.in_flight.dec()

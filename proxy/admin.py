@@ -100,14 +100,14 @@ class Admin:
         self.metrics = metrics
         self.sources_in_use = sources_in_use
         self.history = history
-        self.routes: dict[str, Callable[[web.Request], web.StreamResponse]] = {
+        self.routes: dict[str, Callable[[web.BaseRequest], web.StreamResponse]] = {
             "/healthz": self.healthz, "/readyz": self.readyz, "/metrics": self.prometheus,
             "/api/credentials": self.credentials}
         if history is not None:
             self.routes["/api/exchanges"] = self.exchanges
             self.routes.update(Inspector().routes())
 
-    def handle(self, request: web.Request, sub: str) -> web.StreamResponse:
+    def handle(self, request: web.BaseRequest, sub: str) -> web.StreamResponse:
         route = self.routes.get(sub)
         if route is None:
             return error_response(404, "no_route", f"no admin page {sub!r}")
@@ -116,10 +116,10 @@ class Admin:
                                   {"Allow": "GET, HEAD"})
         return route(request)
 
-    def healthz(self, request: web.Request) -> web.Response:
+    def healthz(self, request: web.BaseRequest) -> web.Response:
         return _json(200, {"status": "ok"})
 
-    def readyz(self, request: web.Request) -> web.Response:
+    def readyz(self, request: web.BaseRequest) -> web.Response:
         creds = {name: s.status() | {"ready": s.ready()}
                  for name, s in self.sources_in_use().items()}
         ok = all(c["ready"] for c in creds.values())
@@ -131,7 +131,7 @@ class Admin:
                 for n in not_ready)
         return _json(200 if ok else 503, body)
 
-    def credentials(self, request: web.Request) -> web.Response:
+    def credentials(self, request: web.BaseRequest) -> web.Response:
         now, out = time.time(), {}
         for name, source in self.sources_in_use().items():
             value = source.current()
@@ -140,7 +140,7 @@ class Admin:
                 "token": token_info(source.header_name, value, now) if value else None}
         return _json(200, out)
 
-    def exchanges(self, request: web.Request) -> web.Response:
+    def exchanges(self, request: web.BaseRequest) -> web.Response:
         """?since=ID (newer only, for polling) &limit=N &endpoint=a,b &status=401,5xx &q=text"""
         assert self.history is not None
         q = request.query
@@ -160,7 +160,7 @@ class Admin:
                            "capacity": self.history.capacity,
                            "endpoints": self.history.endpoints()})
 
-    def prometheus(self, request: web.Request) -> web.Response:
+    def prometheus(self, request: web.BaseRequest) -> web.Response:
         resp = web.Response(body=generate_latest(self.metrics.registry))
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp

@@ -1,6 +1,6 @@
-"""`make_app(config)`: wires guard, admin, CORS, rules, credentials and forwarding into one aiohttp
-application with one ClientSession. Everything that depends on the config lives in a `Runtime`
-built at start (or reload); a request only looks things up in it.
+"""`make_server(config)`: wires guard, admin, CORS, rules, credentials and forwarding into one
+aiohttp low-level server with one upstream connection pool. Everything that depends on the
+config lives in a `Runtime` built at start (or reload); a request only looks things up in it.
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,7 +122,7 @@ class Proxy:
                                                         old.config.listen.port):
             log.warning("listen.host/listen.port changed: restart authproxy to rebind")
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         rt = self.rt
         started = time.perf_counter()
         denied = rt.guard.check(request)
@@ -159,6 +158,15 @@ class Proxy:
             inject = (source.header_name, value)
             if source.refreshable:
                 replay = _replayer(source, value)
+        expect = request.headers.get("Expect")
+        if expect is not None:
+            if expect.lower() != "100-continue":
+                return self._done(request, error_response(
+                    417, "expectation_failed", f"unknown Expect: {expect}"), ep.name, started,
+                    None, origin)
+            if request.version >= (1, 1):
+                # Only now, with a route and a credential, is the body worth sending.
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         ex = Exchange()
         self.metrics.in_flight.inc()
         try:
@@ -169,7 +177,7 @@ class Proxy:
         return self._done(request, resp, ep.name, started, ex, None,
                           inject[0] if inject else None)
 
-    def _done(self, request: web.Request, resp: web.StreamResponse, endpoint: str,
+    def _done(self, request: web.BaseRequest, resp: web.StreamResponse, endpoint: str,
               started: float, ex: Exchange | None, origin: str | None = None,
               injected: str | None = None) -> web.StreamResponse:
         if origin and not resp.prepared:
@@ -184,7 +192,7 @@ class Proxy:
             self._log(request, endpoint, status, total_ms, ex, resp)
         return resp
 
-    def _log(self, request: web.Request, endpoint: str, status: int, total_ms: float,
+    def _log(self, request: web.BaseRequest, endpoint: str, status: int, total_ms: float,
              ex: Exchange | None, resp: web.StreamResponse) -> None:
         path = request.raw_path.partition("?")[0]
         up_ms = ex.upstream_ms if ex else None
@@ -229,19 +237,13 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}ms"
 
 
-PROXY = web.AppKey("proxy", Proxy)
+HANDLER_ARGS: dict[str, Any] = {"max_field_size": 16384}
 
 
-def make_app(config: Config) -> web.Application:
+def make_server(config: Config) -> tuple[web.Server, Proxy]:
+    """aiohttp's low-level server: no router, middlewares or signals between the socket and
+    `Proxy.handle`, which routes by itself (about 8 us of CPU per request less than an
+    Application). The caller starts and closes the Proxy."""
     proxy = Proxy(config)
-    app = web.Application(handler_args={"max_field_size": 16384})
-    app[PROXY] = proxy
+    return web.Server(proxy.handle, access_log=None, **HANDLER_ARGS), proxy
 
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        await proxy.start()
-        yield
-        await proxy.close()
-
-    app.cleanup_ctx.append(lifecycle)
-    app.router.add_route("*", "/{tail:.*}", proxy.handle)
-    return app

@@ -182,7 +182,7 @@ class _KeptBody:
         return b"".join(self.chunks) if self.complete else None
 
 
-def header_list(request: web.Request, up: Upstream, inject: tuple[str, str] | None,
+def header_list(request: web.BaseRequest, up: Upstream, inject: tuple[str, str] | None,
                 ex: Exchange) -> list[tuple[str, str]]:
     """The headers sent upstream (Host aside), in the client's order, ours appended."""
     h = request.headers
@@ -211,12 +211,12 @@ def header_list(request: web.Request, up: Upstream, inject: tuple[str, str] | No
     return out
 
 
-def upstream_headers(request: web.Request, up: Upstream,
+def upstream_headers(request: web.BaseRequest, up: Upstream,
                      inject: tuple[str, str] | None, ex: Exchange) -> CIMultiDict[str]:
     return CIMultiDict(header_list(request, up, inject, ex))
 
 
-def response_headers(up: Upstream, headers: Iterable[tuple[str, str]], request: web.Request,
+def response_headers(up: Upstream, headers: Iterable[tuple[str, str]], request: web.BaseRequest,
                      extra: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for name, value in headers:
@@ -230,7 +230,7 @@ def response_headers(up: Upstream, headers: Iterable[tuple[str, str]], request: 
     return out
 
 
-def _local_location(up: Upstream, location: str, request: web.Request) -> str:
+def _local_location(up: Upstream, location: str, request: web.BaseRequest) -> str:
     """A redirect to a place under the upstream base points back through the proxy."""
     absolute = up.origin + up.base_path
     if _under(location, absolute):
@@ -255,7 +255,7 @@ def _head(method: str, up: Upstream, rest: str, query: str, headers: list[tuple[
             ).encode("utf-8", "surrogateescape")
 
 
-async def forward(request: web.Request, pool: Pool, up: Upstream,
+async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
                   rest: str, query: str, inject: tuple[str, str] | None,
                   cors_headers: Iterable[tuple[str, str]], ex: Exchange,
                   replay: Replay | None = None) -> web.StreamResponse:
@@ -380,7 +380,7 @@ def _message(up: Upstream, e: UpstreamError) -> str:
     return f"broken answer from {origin}: {e}"
 
 
-def _client_gone(request: web.Request) -> bool:
+def _client_gone(request: web.BaseRequest) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
 
@@ -391,7 +391,7 @@ def _gone(resp: web.StreamResponse | None, ex: Exchange) -> web.StreamResponse:
     return resp or web.Response(status=499)
 
 
-def _fail(request: web.Request, resp: web.StreamResponse | None, ex: Exchange, status: int,
+def _fail(request: web.BaseRequest, resp: web.StreamResponse | None, ex: Exchange, status: int,
           code: str, message: str) -> web.StreamResponse:
     ex.error = message
     if resp is not None and resp.prepared:

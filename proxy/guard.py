@@ -66,7 +66,7 @@ class Guard:
         port = parts[1] or "80"
         return self._port != 0 and port == str(self._port)
 
-    def check(self, request: web.Request) -> web.Response | None:
+    def check(self, request: web.BaseRequest) -> web.Response | None:
         # Host first: a page that rebound its own name to 127.0.0.1 is same-origin with us in the
         # browser's eyes, so Origin proves nothing for it; only Host unmasks it. Origin next, so a
         # page that is simply not listed is told so (actionable) rather than asked for a secret.

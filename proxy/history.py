@@ -77,7 +77,7 @@ class History:
     def capacity(self) -> int:
         return self.entries.maxlen or 0
 
-    def add(self, request: web.Request, ex: Exchange | None, endpoint: str, status: int,
+    def add(self, request: web.BaseRequest, ex: Exchange | None, endpoint: str, status: int,
             total_ms: float, injected: str | None,
             resp: web.StreamResponse | None = None) -> None:
         """`resp`: the answer, for the proxy's own (error, preflight) headers and message."""

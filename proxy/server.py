@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from proxy.app import PROXY, Proxy, make_app
+from proxy.app import Proxy, make_server
 from proxy.config import Config, ConfigError
 
 log = logging.getLogger("authproxy")
@@ -28,36 +28,39 @@ class BindError(Exception):
 
 @dataclass
 class Running:
-    app: web.Application
-    runner: web.AppRunner
+    runner: web.ServerRunner
     url: str
     proxy: Proxy
 
     async def stop(self) -> None:
         # Closes the listening socket first, then gives in-flight requests the drain time.
-        await self.runner.cleanup()
+        try:
+            await self.runner.cleanup()
+        finally:
+            await self.proxy.close()
 
 
 async def start(config: Config) -> Running:
-    app = make_app(config)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                           shutdown_timeout=config.listen.drain_timeout)
+    server, proxy = make_server(config)
+    runner = web.ServerRunner(server, handle_signals=False,
+                              shutdown_timeout=config.listen.drain_timeout)
     await runner.setup()
+    await proxy.start()
     host, port = config.listen.host, config.listen.port
     site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True)
     try:
         await site.start()
     except OSError as e:
         await runner.cleanup()
+        await proxy.close()
         hint = (" (another process holds it: pick another with --port)"
                 if e.errno == errno.EADDRINUSE else "")
         raise BindError(f"cannot listen on {host}:{port}: {e.strerror}{hint}") from None
     sock = site._server.sockets[0]  # type: ignore[union-attr]
     bound = sock.getsockname()[1]
-    proxy = app[PROXY]
     proxy.set_port(bound)
     shown = f"[{host}]" if ":" in host else host
-    return Running(app, runner, f"http://{shown}:{bound}", proxy)
+    return Running(runner, f"http://{shown}:{bound}", proxy)
 
 
 async def serve(config: Config, reload_config: Callable[[], Config] | None = None,

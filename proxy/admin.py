@@ -39,10 +39,14 @@ class Metrics:
             "authproxy_upstream_seconds", "Time until the upstream's response headers",
             ["endpoint"], registry=self.registry,
             buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
-        self.in_flight = Gauge("authproxy_in_flight_requests", "Requests being handled",
-                               registry=self.registry)
+        # A plain int read at scrape time: a Gauge's inc()/dec() take a lock twice per request.
+        self.in_flight = 0
+        Gauge("authproxy_in_flight_requests", "Requests being handled",
+              registry=self.registry).set_function(lambda: self.in_flight)
         self.registry.register(_CredentialCollector(sources))
+        # labels() costs a few microseconds per call: children are looked up once.
         self._children: dict[tuple[str, int], Any] = {}
+        self._histograms: dict[str, Any] = {}
 
     def observe(self, endpoint: str, status: int, upstream_ms: float | None) -> None:
         child = self._children.get((endpoint, status))
@@ -51,7 +55,10 @@ class Metrics:
                                                                               str(status))
         child.inc()
         if upstream_ms is not None:
-            self.upstream_seconds.labels(endpoint).observe(upstream_ms / 1000)
+            hist = self._histograms.get(endpoint)
+            if hist is None:
+                hist = self._histograms[endpoint] = self.upstream_seconds.labels(endpoint)
+            hist.observe(upstream_ms / 1000)
 
 
 class _ConnectionCollector(Collector):

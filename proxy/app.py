@@ -168,12 +168,12 @@ class Proxy:
                 # Only now, with a route and a credential, is the body worth sending.
                 await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         ex = Exchange()
-        self.metrics.in_flight.inc()
+        self.metrics.in_flight += 1
         try:
             resp = await forward(request, self.pool, rt.upstreams[ep.name], match.rest,
                                  query, inject, rt.cors.response_headers(origin), ex, replay)
         finally:
-            self.metrics.in_flight.dec()
+            self.metrics.in_flight -= 1
         return self._done(request, resp, ep.name, started, ex, None,
                           inject[0] if inject else None)
 

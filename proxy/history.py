@@ -16,7 +16,7 @@ import json
 import shlex
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +49,7 @@ class _Entry:
     status: int
     total_ms: float
     injected: str | None  # the injected header's name
-    received: Headers | None  # raw until built
+    received: Mapping[str, str] | None  # the request's own (immutable) headers until built
     ex: Exchange | None
     resp: web.StreamResponse | None  # the proxy's own answer, when there was no exchange
     record: dict[str, Any] | None = None
@@ -85,7 +85,7 @@ class History:
         self.entries.append(_Entry(
             self.counter, self.now() - total_ms / 1000, request.method, request.raw_path,
             request.scheme, request.body_exists, endpoint, status, total_ms, injected,
-            list(request.headers.items()), ex, None if ex else resp))
+            request.headers, ex, None if ex else resp))
 
     def query(self, since: int = 0, endpoints: frozenset[str] | None = None,
               statuses: StatusFilter | None = None, text: str | None = None,
@@ -116,7 +116,7 @@ class History:
 
 def _build(e: _Entry) -> dict[str, Any]:
     ex, resp = e.ex, e.resp
-    received = e.received or []
+    received = list(e.received.items()) if e.received else []
     sent = _sent_headers(ex)
     also = frozenset([e.injected.lower()]) if e.injected else frozenset()
     value = _header(sent, e.injected) if e.injected else None

@@ -26,6 +26,7 @@ from yarl import URL
 
 from proxy.config import Endpoint
 from proxy.errors import error_response
+from proxy.respond import Ready, fits
 from proxy.upstream import Answer, Pool, UpstreamError
 from proxy.upstream import Endpoint as PoolEndpoint
 
@@ -325,6 +326,8 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
             # All of it is here already: one write for headers and body.
             body = first + b"".join(answer.chunks)
             ex.bytes_out = len(body) if method != "HEAD" else 0
+            if fits(request, status, body):
+                return Ready(status, answer.reason, out, body)
             return web.Response(status=status, reason=answer.reason, headers=out, body=body)
         resp = web.StreamResponse(status=status, reason=answer.reason, headers=out)
         await resp.prepare(request)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -67,6 +68,10 @@ async def serve(config: Config, reload_config: Callable[[], Config] | None = Non
                 on_ready: Callable[[Running], None] | None = None) -> None:
     """Serve until SIGINT/SIGTERM. `reload_config` re-reads the file on SIGHUP."""
     running = await start(config)
+    # Everything built so far (modules, config, runtime) lives as long as the process: frozen,
+    # the collector stops walking it on every older-generation pass.
+    gc.collect()
+    gc.freeze()
     warning = running.proxy.rt.guard.bind_warning()
     if warning:
         log.warning(warning)

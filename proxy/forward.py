@@ -70,6 +70,7 @@ class Upstream:
     endpoint: PoolEndpoint | None = None  # where the pool connects
     host_header: str = ""
     target_prefix: str = ""  # the origin when talking to a plain HTTP proxy (absolute-form)
+    proxy_line: str = ""  # its Proxy-Authorization header line, when the proxy URL has one
 
     @classmethod
     def build(cls, ep: Endpoint, auth_header: str | None,
@@ -81,6 +82,8 @@ class Upstream:
         proxy = _env_proxy(url)
         host = f"[{url.raw_host}]" if ":" in (url.raw_host or "") else url.raw_host or ""
         host_header = host if url.is_default_port() else f"{host}:{url.port}"
+        pool_ep = _pool_endpoint(url, tls, proxy, ep.connect_timeout)
+        plain = proxy is not None and url.scheme == "http"  # absolute-form through the proxy
         return cls(
             name=ep.name, scheme=url.scheme, host=url.host, port=url.explicit_port,
             base_path=url.raw_path.rstrip("/"), origin=origin,
@@ -90,9 +93,10 @@ class Upstream:
             | {k.lower() for k, _ in ep.set_headers},
             set_headers=ep.set_headers, auth_header=auth_header.lower() if auth_header else None,
             keep_client_auth=ep.client_header == "keep", hint=hint,
-            endpoint=_pool_endpoint(url, tls, proxy, ep.connect_timeout),
-            host_header=host_header,
-            target_prefix=f"http://{host_header}" if proxy and url.scheme == "http" else "")
+            endpoint=pool_ep,
+            host_header=host_header, target_prefix=f"http://{host_header}" if plain else "",
+            proxy_line=f"Proxy-Authorization: {pool_ep.proxy_auth}\r\n"
+            if plain and pool_ep.proxy_auth else "")
 
     def url(self, rest: str, query: str) -> URL:
         # Built from parts, so nothing in the request can change scheme, host or port.
@@ -257,6 +261,7 @@ def _head(method: str, up: Upstream, rest: str, query: str, headers: list[tuple[
     target = up.base_path + rest + ("?" + query if query else "")
     # aiohttp's server decoded the client's bytes with surrogateescape: this gives them back.
     return (f"{method} {up.target_prefix}{target} HTTP/1.1\r\nHost: {up.host_header}\r\n"
+            f"{up.proxy_line}"
             + "\r\n".join(map(": ".join, headers))
             + ("\r\nTransfer-Encoding: chunked\r\n\r\n" if chunked else "\r\n\r\n")
             ).encode("utf-8", "surrogateescape")

@@ -307,3 +307,34 @@ async def test_https_proxy_and_no_proxy_honoured(https_apigw: FakeApiGateway,
     assert resp.status == 200
     assert len(corp.targets) == 1  # went direct
     corp.server.close()
+
+
+async def test_expect_100_continue_answered_once_route_and_credential_are_known(
+        apigw: FakeApiGateway, make_proxy: MakeProxy) -> None:
+    client = await make_proxy(config(apigw.url))
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(b"POST /api/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n"
+                 b"Expect: 100-continue\r\n\r\n")
+    await writer.drain()
+    assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"{}")
+    status = await reader.readline()
+    assert status.startswith(b"HTTP/1.1 200 ")
+    writer.close()
+    assert apigw.seen[-1].body_length == 2
+    writer2 = (await asyncio.open_connection("127.0.0.1", client.port))
+    writer2[1].write(b"POST /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+    assert (await writer2[0].readline()).startswith(b"HTTP/1.1 404 ")  # no 100 first
+    writer2[1].close()
+
+
+async def test_small_answers_carry_what_aiohttp_would_add(apigw: FakeApiGateway,
+                                                          make_proxy: MakeProxy) -> None:
+    client = await make_proxy(config(apigw.url))
+    resp = await client.get("/api/x")
+    assert resp.status == 200
+    body = await resp.read()
+    assert resp.headers["Content-Length"] == str(len(body))
+    assert "Date" in resp.headers and "Server" in resp.headers
+    assert "Transfer-Encoding" not in resp.headers

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from proxy.app import Proxy, make_server
 from proxy.config import Config, ConfigError
+from proxy.listen import Listener
 
 log = logging.getLogger("authproxy")
 
@@ -30,11 +31,13 @@ class BindError(Exception):
 @dataclass
 class Running:
     runner: web.ServerRunner
+    listener: Listener
     url: str
     proxy: Proxy
 
     async def stop(self) -> None:
         # Closes the listening socket first, then gives in-flight requests the drain time.
+        self.listener.close()
         try:
             await self.runner.cleanup()
         finally:
@@ -45,23 +48,21 @@ async def start(config: Config) -> Running:
     server, proxy = make_server(config)
     runner = web.ServerRunner(server, handle_signals=False,
                               shutdown_timeout=config.listen.drain_timeout)
-    await runner.setup()
-    await proxy.start()
     host, port = config.listen.host, config.listen.port
-    site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True)
+    listener = Listener(server, backlog=2048)
     try:
-        await site.start()
+        listener.bind(host, port)
     except OSError as e:
-        await runner.cleanup()
-        await proxy.close()
         hint = (" (another process holds it: pick another with --port)"
                 if e.errno == errno.EADDRINUSE else "")
         raise BindError(f"cannot listen on {host}:{port}: {e.strerror}{hint}") from None
-    sock = site._server.sockets[0]  # type: ignore[union-attr]
-    bound = sock.getsockname()[1]
+    await runner.setup()
+    await proxy.start()
+    listener.start()
+    bound = listener.sockets[0].getsockname()[1]
     proxy.set_port(bound)
     shown = f"[{host}]" if ":" in host else host
-    return Running(runner, f"http://{shown}:{bound}", proxy)
+    return Running(runner, listener, f"http://{shown}:{bound}", proxy)
 
 
 async def serve(config: Config, reload_config: Callable[[], Config] | None = None,

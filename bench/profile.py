@@ -133,6 +133,8 @@ def main() -> int:
                     default="uvloop" if have_uvloop() else "asyncio")
     ap.add_argument("--native", action="store_true", help="include C frames (py-spy --native)")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--access-log", action="store_true",
+                    help="with the access log on (logging.level info), as by default")
     ap.add_argument("--raw", type=Path, help="only summarise an existing collapsed-stack file")
     args = ap.parse_args()
     if args.raw:
@@ -153,7 +155,8 @@ def main() -> int:
             up, up_port = start_upstream(tmp)
             procs.append(up)
             proxy, port = start_authproxy(
-                tmp, authproxy_config(tmp / "authproxy.yaml", up_port, token_file), args.loop)
+                tmp, authproxy_config(tmp / "authproxy.yaml", up_port, token_file,
+                                      level="info" if args.access_log else "warning"), args.loop)
             procs.append(proxy)
             url = f"http://127.0.0.1:{port}/"
             wrk(url, args.connections, 2, tmp)

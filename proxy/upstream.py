@@ -20,6 +20,7 @@ from proxy.upstream_conn import Answer, Conn, UpstreamError
 
 __all__ = ["Answer", "Endpoint", "Pool", "UpstreamError"]
 
+DEADLINE_CHECK = 0.05  # seconds: how late a total timeout may fire
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 Body = bytes | AsyncIterable[bytes] | None
 
@@ -45,6 +46,10 @@ class Pool:
         self.active = 0
         self._sweep: asyncio.TimerHandle | None = None
         self._all: set[Conn] = set()
+        # Answers still coming in, checked against their deadlines every DEADLINE_CHECK seconds:
+        # a loop timer per request (armed, then cancelled) cost more than this sweep.
+        self.watched: set[Answer] = set()
+        self._deadlines: asyncio.TimerHandle | None = None
 
     @property
     def idle_count(self) -> int:
@@ -130,6 +135,21 @@ class Pool:
         if self._sweep is None:
             self._sweep = loop.call_later(self.idle_timeout, self._expire)
 
+    def watch(self, answer: Answer) -> None:
+        self.watched.add(answer)
+        if self._deadlines is None:
+            self._deadlines = asyncio.get_running_loop().call_later(DEADLINE_CHECK,
+                                                                    self._check_deadlines)
+
+    def _check_deadlines(self) -> None:
+        self._deadlines = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for answer in [a for a in self.watched if a.deadline <= now]:
+            answer.timeout()
+        if self.watched:
+            self._deadlines = loop.call_later(DEADLINE_CHECK, self._check_deadlines)
+
     def lost(self, conn: Conn) -> None:
         self._all.discard(conn)
         idle = self.idle.get(conn.ep)
@@ -150,9 +170,10 @@ class Pool:
             self._sweep = loop.call_later(self.idle_timeout / 2, self._expire)
 
     def close(self) -> None:
-        if self._sweep is not None:
-            self._sweep.cancel()
-            self._sweep = None
+        for timer in (self._sweep, self._deadlines):
+            if timer is not None:
+                timer.cancel()
+        self._sweep = self._deadlines = None
         for conn in list(self._all):
             conn.abort()
         self.idle.clear()

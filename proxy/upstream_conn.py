@@ -2,7 +2,7 @@
 
 The answer's body is buffered by the protocol and handed out in whatever pieces arrived; reading
 from the socket pauses while more than HIGH_WATER bytes wait, so memory stays bounded however
-slow the client is. One timer per request enforces the endpoint's total timeout.
+slow the client is. The pool's deadline sweep enforces the endpoint's total timeout.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class UpstreamError(Exception):
 
 class Answer:
     __slots__ = ("conn", "status", "reason", "headers", "chunks", "size", "done", "error",
-                 "waiter", "head_only", "got_head", "interim", "framed", "got_bytes", "timer",
+                 "waiter", "head_only", "got_head", "interim", "framed", "got_bytes", "deadline",
                  "version", "keep_alive", "released")
 
     def __init__(self, conn: Conn, head_only: bool) -> None:
@@ -48,7 +48,7 @@ class Answer:
         self.interim = False  # a 1xx answer, skipped
         self.framed = False  # Content-Length or chunked: else the body ends when the socket does
         self.got_bytes = False
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # loop time by which the whole answer must be in
         self.version = "1.1"
         self.keep_alive = False
         self.released = False
@@ -86,14 +86,13 @@ class Answer:
             await self.waiter
 
     def timeout(self) -> None:
+        self.conn.pool.watched.discard(self)
         if not self.done:
             self.fail(TimeoutError())
             self.conn.abort()
 
     def finish(self) -> None:
         self.done = True
-        if self.timer is not None:
-            self.timer.cancel()
         self.release()
         self.wake()
 
@@ -104,11 +103,10 @@ class Answer:
             if conn.answer is self:
                 conn.answer = None
             conn.pool.release(conn, self.done and self.keep_alive and self.error is None)
+            conn.pool.watched.discard(self)
 
     def close(self) -> None:
         """Done with this answer: an unfinished one takes its connection down with it."""
-        if self.timer is not None:
-            self.timer.cancel()
         if not self.done:
             self.conn.abort()
         self.release()
@@ -130,6 +128,7 @@ class Conn(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._tunnel: asyncio.Future[bytes] | None = None
         self._tunnel_buf = b""
+        self._after_head = False
 
     # --- protocol ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -207,10 +206,15 @@ class Conn(asyncio.Protocol):
     # --- one request ------------------------------------------------------------------------
     def start(self, method: str, deadline: float) -> Answer:
         self.used += 1
-        a = self.answer = Answer(self, method == "HEAD")
-        # A fresh parser per request: after a HEAD answer llhttp would wait for a body.
-        self.parser = httptools.HttpResponseParser(self)
-        a.timer = asyncio.get_running_loop().call_at(deadline, a.timeout)
+        head_only = method == "HEAD"
+        a = self.answer = Answer(self, head_only)
+        # llhttp is ready for the next answer once one is complete, except after a HEAD answer,
+        # whose body it would still wait for: then a fresh parser.
+        if self.parser is None or self._after_head:
+            self.parser = httptools.HttpResponseParser(self)
+        self._after_head = head_only
+        a.deadline = deadline
+        self.pool.watch(a)
         return a
 
     # --- parser callbacks -------------------------------------------------------------------

@@ -19,12 +19,13 @@ from proxy.config import Config
 from proxy.cors import CorsPolicy
 from proxy.credentials import CredentialSource, CredentialsUnavailable, build_sources
 from proxy.errors import error_response
-from proxy.forward import SKIP_AUTO_HEADERS, Exchange, Replay, Upstream, forward
+from proxy.forward import SKIP_AUTO_HEADERS, Exchange, Replay, forward
 from proxy.guard import Guard
 from proxy.hints import build_hinter
 from proxy.history import History
 from proxy.log import access_log, redact_headers
 from proxy.rules import RuleTable
+from proxy.target import Upstream
 from proxy.upstream import Pool
 
 log = logging.getLogger("authproxy")

@@ -23,9 +23,10 @@ from typing import Any
 from aiohttp import web
 
 from proxy.commands.decode import describe_time, parse
-from proxy.forward import HOP_BY_HOP, Exchange
+from proxy.forward import Exchange
 from proxy.log import SENSITIVE, redact_headers
 from proxy.secret import redact
+from proxy.target import HOP_BY_HOP
 
 # Claims worth showing; the rest (jti, origin_jti, event_id, ...) says nothing to a debugger.
 CLAIMS = ("token_use", "sub", "username", "cognito:username", "client_id", "aud", "scope",

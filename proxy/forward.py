@@ -32,6 +32,7 @@ log = logging.getLogger("authproxy.forward")
 # own aiohttp session uses this too).
 SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 MAX_REPLAY_BODY = 1024 * 1024
+_NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
 @dataclass(slots=True)
@@ -184,6 +185,10 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
         else:
             data = request.content.iter_any()
     method = request.method
+    if (data is None and method not in _NO_BODY_METHODS
+            and "Content-Length" not in request.headers):
+        # As aiohttp's client did: some servers answer a bodiless POST without it with 411.
+        headers.append(("Content-Length", "0"))
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + up.timeout

@@ -31,7 +31,7 @@ class UpstreamError(Exception):
 class Answer:
     __slots__ = ("conn", "status", "reason", "headers", "chunks", "size", "done", "error",
                  "waiter", "head_only", "got_head", "interim", "framed", "got_bytes", "deadline",
-                 "version", "keep_alive", "released")
+                 "keep_alive", "released")
 
     def __init__(self, conn: Conn, head_only: bool) -> None:
         self.conn = conn
@@ -49,7 +49,6 @@ class Answer:
         self.framed = False  # Content-Length or chunked: else the body ends when the socket does
         self.got_bytes = False
         self.deadline = 0.0  # loop time by which the whole answer must be in
-        self.version = "1.1"
         self.keep_alive = False
         self.released = False
 
@@ -241,7 +240,6 @@ class Conn(asyncio.Protocol):
             a.interim, a.headers, a.reason = True, [], ""
             return
         a.status = status
-        a.version = self.parser.get_http_version()
         a.keep_alive = self.parser.should_keep_alive()
         a.got_head = True
         if status in (204, 304):

@@ -338,3 +338,15 @@ async def test_small_answers_carry_what_aiohttp_would_add(apigw: FakeApiGateway,
     assert resp.headers["Content-Length"] == str(len(body))
     assert "Date" in resp.headers and "Server" in resp.headers
     assert "Transfer-Encoding" not in resp.headers
+
+
+async def test_bodiless_post_gets_content_length_zero(apigw: FakeApiGateway,
+                                                      make_proxy: MakeProxy) -> None:
+    client = await make_proxy(config(apigw.url))
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(b"POST /api/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert (await reader.readline()).startswith(b"HTTP/1.1 200 ")
+    writer.close()
+    assert apigw.seen[-1].header("Content-Length") == "0"
+    await client.get("/api/x")
+    assert apigw.seen[-1].header("Content-Length") is None

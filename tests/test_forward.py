@@ -350,3 +350,35 @@ async def test_bodiless_post_gets_content_length_zero(apigw: FakeApiGateway,
     assert apigw.seen[-1].header("Content-Length") == "0"
     await client.get("/api/x")
     assert apigw.seen[-1].header("Content-Length") is None
+
+
+async def test_tls_verify_false_accepts_any_certificate(https_apigw: FakeApiGateway,
+                                                        make_proxy: MakeProxy) -> None:
+    client = await make_proxy(config(https_apigw.url, tls_verify=False))
+    resp = await client.get("/api/x")
+    assert resp.status == 200
+
+
+async def test_http_proxy_gets_absolute_form_with_its_credentials(
+        make_proxy: MakeProxy, monkeypatch: pytest.MonkeyPatch) -> None:
+    heads: list[bytes] = []
+
+    async def plain_proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(plain_proxy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setenv("HTTP_PROXY", f"http://user:pw@127.0.0.1:{port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = await make_proxy(config("http://api.internal.example:8080"))
+    resp = await client.get("/api/x?q=1")
+    assert resp.status == 200 and await resp.read() == b"ok"
+    line, *rest = heads[0].decode().split("\r\n")
+    assert line == "GET http://api.internal.example:8080/Development/x?q=1 HTTP/1.1"
+    assert "Proxy-Authorization: Basic dXNlcjpwdw==" in rest
+    assert "Host: api.internal.example:8080" in rest
+    server.close()

@@ -23,6 +23,7 @@ from proxy.forward import SKIP_AUTO_HEADERS, Exchange, Replay, forward
 from proxy.guard import Guard
 from proxy.hints import build_hinter
 from proxy.history import History
+from proxy.log import access as log_access
 from proxy.log import access_log, redact_headers
 from proxy.rules import RuleTable
 from proxy.target import Upstream
@@ -223,7 +224,7 @@ class Proxy:
                 extra["response_headers"] = redact_headers(ex.response_headers)
             text += "".join(f"\n  {k}: {v}" for k in ("request_headers", "sent_headers",
                             "response_headers") for v in [extra.get(k)] if v)
-        access_log.info(text, extra=extra)
+        log_access(text, extra)
 
 
 def _replayer(source: CredentialSource, sent: str) -> Replay:

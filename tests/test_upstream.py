@@ -253,3 +253,25 @@ async def test_plain_http_proxy_gets_absolute_form(raw: object) -> None:
     answer.close()
     assert r.heads[0].startswith(b"GET http://api.example/x ")
     pool.close()
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+    b"HTTP/1.1 200 OK\r\nX-A: a\r\n folded\r\nContent-Length: 1\r\n\r\nx",
+    b"HTTP/1.1 200 OK\nContent-Length: 1\n\nx",
+])
+async def test_ambiguous_answers_are_refused_not_guessed(answer: bytes, raw: object) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await r.head(reader)
+        writer.write(answer)
+        await writer.drain()
+        await reader.read()
+
+    r, ep = await raw(serve)  # type: ignore[operator]
+    pool = Pool()
+    loop = asyncio.get_running_loop()
+    with pytest.raises(UpstreamError) as e:
+        await pool.request(ep, "GET", head(), None, False, loop.time() + 5)
+    assert e.value.kind == "broken"
+    assert (pool.active, pool.idle_count) == (0, 0)
+    pool.close()

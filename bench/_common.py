@@ -288,6 +288,43 @@ def start_command(logdir: Path, name: str, template: str, upstream_port: int, to
                           python=PY, bench=BENCH, launch=f"{PY} {BENCH / '_launch.py'}")
     proc = Proc(name, shlex.split(cmd), cpu, logdir)
     wait_http(f"http://127.0.0.1:{port}/", proc, timeout=30)
+def find_mitmdump() -> str | None:
+    """mitmdump on PATH, or in a venv of its own beside the project's (its pins clash with
+    ours): `python3 -m venv .venv-mitm && .venv-mitm/bin/pip install mitmproxy`."""
+    local = ROOT / ".venv-mitm" / "bin" / "mitmdump"
+    return shutil.which("mitmdump") or (str(local) if local.exists() else None)
+
+
+def start_mitmproxy(logdir: Path, upstream_port: int, token_file: Path,
+                    cpu: str = PROXY_CPU) -> tuple[Proc, int] | str:
+    """mitmdump in reverse mode with a header-setting addon; or why it cannot run."""
+    mitmdump = find_mitmdump()
+    if mitmdump is None:
+        return ("mitmdump not found (python3 -m venv .venv-mitm && "
+                ".venv-mitm/bin/pip install mitmproxy)")
+    port = free_port()
+    env = dict(os.environ, AUTHPROXY_BENCH_TOKEN_FILE=str(token_file))
+    proc = Proc("mitmproxy", [mitmdump, "-q", "--mode", f"reverse:http://127.0.0.1:{upstream_port}",
+                              "--listen-host", "127.0.0.1", "--listen-port", str(port),
+                              "--set", "flow_detail=0", "-s", str(BENCH / "mitm_addon.py")],
+                cpu, logdir, env=env)
+    wait_http(f"http://127.0.0.1:{port}/", proc)
+    return proc, port
+
+
+def start_node_proxy(logdir: Path, upstream_port: int, token_file: Path,
+                     cpu: str = PROXY_CPU) -> tuple[Proc, int] | str:
+    """node's http-proxy (bench/node_proxy.js); or why it cannot run."""
+    modules = BENCH / "node" / "node_modules"
+    node = shutil.which("node")
+    if node is None or not (modules / "http-proxy").exists():
+        return ("node or http-proxy missing (apt-get install nodejs npm; "
+                "npm install --prefix bench/node http-proxy)")
+    port = free_port()
+    proc = Proc("node-http-proxy", [node, str(BENCH / "node_proxy.js"), str(port),
+                                    f"http://127.0.0.1:{upstream_port}", str(token_file)],
+                cpu, logdir, env=dict(os.environ, NODE_PATH=str(modules)))
+    wait_http(f"http://127.0.0.1:{port}/", proc)
     return proc, port
 
 

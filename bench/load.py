@@ -43,8 +43,10 @@ from _common import (  # noqa: E402
     raise_nofile,
     start_authproxy,
     start_command,
+    start_mitmproxy,
     start_naive,
     start_nginx,
+    start_node_proxy,
     start_upstream,
     table,
     wait_quiet,
@@ -70,6 +72,12 @@ def main() -> int:
     ap.add_argument("--loops", default=default_loops,
                     help=f"event loops for authproxy and naive (default {default_loops})")
     ap.add_argument("--skip", default="", help="comma list of targets to leave out, e.g. nginx")
+    ap.add_argument("--peers", default="mitmproxy,node",
+                    help="other proxies a user could pick, each skipped with a note when not "
+                         "installed (mitmproxy,node; '' for none)")
+    ap.add_argument("--access-log", action="store_true",
+                    help="also run authproxy with its access log on (logging.level info) as "
+                         "authproxy-log-<first loop>")
     ap.add_argument("--c1000-targets", default="authproxy,naive",
                     help="proxies for the 1000-connection run, each on every loop "
                          "(authproxy,naive,nginx; '' to skip)")
@@ -150,10 +158,23 @@ def run(args: argparse.Namespace, loops: list[str], skip: set[str], tmp: Path,
         p, port = start_command(tmp, label, template, up_port, token_file, token)
         procs.append(p)
         targets[label] = (p, port)
+    if args.access_log:
+        logged = authproxy_config(tmp / "authproxy-log.yaml", up_port, token_file, level="info")
+        p, port = start_authproxy(tmp, logged, loops[0], name=f"authproxy-log-{loops[0]}")
+        procs.append(p)
+        targets[p.name] = (p, port)
     if "nginx" not in skip:
         p, port = start_nginx(tmp, up_port, token)
         procs.append(p)
         targets["nginx"] = (p, port)
+    for peer, starter in (("mitmproxy", start_mitmproxy), ("node", start_node_proxy)):
+        if peer in args.peers.split(",") and peer not in skip:
+            started = starter(tmp, up_port, token_file)
+            if isinstance(started, str):
+                print(f"note: {peer} skipped: {started}")
+                continue
+            procs.append(started[0])
+            targets[started[0].name] = started
 
     failures: list[str] = []
     misses: list[str] = []
@@ -256,6 +277,8 @@ def run(args: argparse.Namespace, loops: list[str], skip: set[str], tmp: Path,
             label = spec.partition("=")[0]
             ratios[f"authproxy-{loop}/{label}"] = ratio(f"authproxy-{loop}", label)
             ratios[f"{label}/naive-{loop}"] = ratio(label, f"naive-{loop}")
+    for other in ("mitmproxy", "node-http-proxy", f"authproxy-log-{loops[0]}"):
+        ratios[f"authproxy-{loops[0]}/{other}"] = ratio(f"authproxy-{loops[0]}", other)
     if "uvloop" in loops and "asyncio" in loops:
         ratios["authproxy-uvloop/naive-asyncio"] = ratio("authproxy-uvloop", "naive-asyncio")
         ratios["authproxy-uvloop/authproxy-asyncio"] = ratio("authproxy-uvloop",

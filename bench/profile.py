@@ -149,6 +149,8 @@ def main() -> int:
                     default="uvloop" if have_uvloop() else "asyncio")
     ap.add_argument("--native", action="store_true", help="include C frames (py-spy --native)")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--access-log", action="store_true",
+                    help="with the access log on (logging.level info), as by default")
     ap.add_argument("--raw", type=Path, help="only summarise an existing collapsed-stack file")
     ap.add_argument("--target", choices=("authproxy", "naive"), default="authproxy",
                     help="the proxy to profile (naive: bench/naive_proxy.py, for comparison)")
@@ -177,7 +179,8 @@ def main() -> int:
                 proxy, port = start_naive(tmp, up_port, token_file, args.loop)
             else:
                 proxy, port = start_authproxy(
-                    tmp, authproxy_config(tmp / "authproxy.yaml", up_port, token_file),
+                    tmp, authproxy_config(tmp / "authproxy.yaml", up_port, token_file,
+                                          level="info" if args.access_log else "warning"),
                     args.loop, src=export_rev(args.rev, tmp / "src"))
             procs.append(proxy)
             url = f"http://127.0.0.1:{port}/"

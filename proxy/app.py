@@ -1,6 +1,6 @@
-"""`make_app(config)`: wires guard, admin, CORS, rules, credentials and forwarding into one aiohttp
-application with one ClientSession. Everything that depends on the config lives in a `Runtime`
-built at start (or reload); a request only looks things up in it.
+"""`make_server(config)`: wires guard, admin, CORS, rules, credentials and forwarding into one
+aiohttp low-level server with one upstream connection pool. Everything that depends on the
+config lives in a `Runtime` built at start (or reload); a request only looks things up in it.
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,12 +19,15 @@ from proxy.config import Config
 from proxy.cors import CorsPolicy
 from proxy.credentials import CredentialSource, CredentialsUnavailable, build_sources
 from proxy.errors import error_response
-from proxy.forward import SKIP_AUTO_HEADERS, Exchange, Replay, Upstream, forward
+from proxy.forward import SKIP_AUTO_HEADERS, Exchange, Replay, forward
 from proxy.guard import Guard
 from proxy.hints import build_hinter
 from proxy.history import History
+from proxy.log import access as log_access
 from proxy.log import access_log, redact_headers
 from proxy.rules import RuleTable
+from proxy.target import Upstream
+from proxy.upstream import Pool
 
 log = logging.getLogger("authproxy")
 
@@ -79,9 +81,10 @@ class Proxy:
     def __init__(self, config: Config) -> None:
         self.rt = build_runtime(config)
         self.port: int | None = None
-        self.session: aiohttp.ClientSession | None = None
+        self.session: aiohttp.ClientSession | None = None  # for the credentials' own calls
+        self.pool = Pool(idle_timeout=30)  # for forwarding
         self.metrics = Metrics(lambda: self.rt.in_use,
-                               lambda: self.session.connector if self.session else None)
+                               lambda: (self.pool.active, self.pool.idle_count))
         admin = config.admin
         self.history = History(admin.history) if admin.inspector and admin.history else None
         self.admin = Admin(self.metrics, lambda: self.rt.in_use, self.history)
@@ -103,6 +106,7 @@ class Proxy:
         await asyncio.gather(*(s.close() for s in self.rt.sources.values()))
         if self.session:
             await self.session.close()
+        self.pool.close()
 
     async def reload(self, config: Config) -> None:
         """Swap in a new runtime. Credentials whose settings did not change keep their tokens;
@@ -120,7 +124,7 @@ class Proxy:
                                                         old.config.listen.port):
             log.warning("listen.host/listen.port changed: restart authproxy to rebind")
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         rt = self.rt
         started = time.perf_counter()
         denied = rt.guard.check(request)
@@ -156,18 +160,26 @@ class Proxy:
             inject = (source.header_name, value)
             if source.refreshable:
                 replay = _replayer(source, value)
+        expect = request.headers.get("Expect")
+        if expect is not None:
+            if expect.lower() != "100-continue":
+                return self._done(request, error_response(
+                    417, "expectation_failed", f"unknown Expect: {expect}"), ep.name, started,
+                    None, origin)
+            if request.version >= (1, 1):
+                # Only now, with a route and a credential, is the body worth sending.
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         ex = Exchange()
-        assert self.session is not None
-        self.metrics.in_flight.inc()
+        self.metrics.in_flight += 1
         try:
-            resp = await forward(request, self.session, rt.upstreams[ep.name], match.rest,
+            resp = await forward(request, self.pool, rt.upstreams[ep.name], match.rest,
                                  query, inject, rt.cors.response_headers(origin), ex, replay)
         finally:
-            self.metrics.in_flight.dec()
+            self.metrics.in_flight -= 1
         return self._done(request, resp, ep.name, started, ex, None,
                           inject[0] if inject else None)
 
-    def _done(self, request: web.Request, resp: web.StreamResponse, endpoint: str,
+    def _done(self, request: web.BaseRequest, resp: web.StreamResponse, endpoint: str,
               started: float, ex: Exchange | None, origin: str | None = None,
               injected: str | None = None) -> web.StreamResponse:
         if origin and not resp.prepared:
@@ -182,7 +194,7 @@ class Proxy:
             self._log(request, endpoint, status, total_ms, ex, resp)
         return resp
 
-    def _log(self, request: web.Request, endpoint: str, status: int, total_ms: float,
+    def _log(self, request: web.BaseRequest, endpoint: str, status: int, total_ms: float,
              ex: Exchange | None, resp: web.StreamResponse) -> None:
         path = request.raw_path.partition("?")[0]
         up_ms = ex.upstream_ms if ex else None
@@ -212,7 +224,7 @@ class Proxy:
                 extra["response_headers"] = redact_headers(ex.response_headers)
             text += "".join(f"\n  {k}: {v}" for k in ("request_headers", "sent_headers",
                             "response_headers") for v in [extra.get(k)] if v)
-        access_log.info(text, extra=extra)
+        log_access(text, extra)
 
 
 def _replayer(source: CredentialSource, sent: str) -> Replay:
@@ -227,19 +239,13 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}ms"
 
 
-PROXY = web.AppKey("proxy", Proxy)
+HANDLER_ARGS: dict[str, Any] = {"max_field_size": 16384}
 
 
-def make_app(config: Config) -> web.Application:
+def make_server(config: Config) -> tuple[web.Server, Proxy]:
+    """aiohttp's low-level server: no router, middlewares or signals between the socket and
+    `Proxy.handle`, which routes by itself (about 8 us of CPU per request less than an
+    Application). The caller starts and closes the Proxy."""
     proxy = Proxy(config)
-    app = web.Application(handler_args={"max_field_size": 16384})
-    app[PROXY] = proxy
+    return web.Server(proxy.handle, access_log=None, **HANDLER_ARGS), proxy
 
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        await proxy.start()
-        yield
-        await proxy.close()
-
-    app.cleanup_ctx.append(lifecycle)
-    app.router.add_route("*", "/{tail:.*}", proxy.handle)
-    return app

@@ -176,7 +176,12 @@ class _Reader:
 
     def _scalar(self, node: yaml.Node, path: str) -> Any:
         assert self.loader is not None
-        value = self.loader.construct_object(node, deep=True)
+        try:
+            value = self.loader.construct_object(node, deep=True)
+        except yaml.YAMLError as e:  # e.g. a bare `=`, which YAML tags as !!value
+            self.problems.append(Problem(path, node.start_mark.line + 1,
+                                         f"not valid YAML: {getattr(e, 'problem', None) or e}"))
+            return None
         if not isinstance(value, str) or "${" not in value:
             return value
         expanded = self._expand(value, path, node.start_mark.line + 1)

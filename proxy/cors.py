@@ -107,12 +107,12 @@ class CorsPolicy:
         return self._any or any(p.fullmatch(o) for p in self._patterns)
 
     @staticmethod
-    def is_preflight(request: web.Request) -> bool:
+    def is_preflight(request: web.BaseRequest) -> bool:
         h = request.headers
         return (request.method == "OPTIONS" and "Origin" in h
                 and "Access-Control-Request-Method" in h)
 
-    def preflight(self, request: web.Request) -> web.Response:
+    def preflight(self, request: web.BaseRequest) -> web.Response:
         origin = request.headers.get("Origin", "")
         if not self.origin_allowed(origin):
             return error_response(403, "origin_not_allowed",

@@ -45,6 +45,7 @@ class Guard:
         extra = {f"[{h}]" if ":" in h and not h.startswith("[") else h.lower()
                  for h in listen.allowed_hosts}
         self._hosts = _LOOPBACK_NAMES | extra
+        self._hosts_seen: set[str] = set()  # Host header values already judged allowed
         self._cors = CorsPolicy(cors)
         secret = listen.shared_secret
         self._secret = secret.reveal().encode() if secret is not None else None
@@ -66,15 +67,20 @@ class Guard:
         port = parts[1] or "80"
         return self._port != 0 and port == str(self._port)
 
-    def check(self, request: web.Request) -> web.Response | None:
+    def check(self, request: web.BaseRequest) -> web.Response | None:
         # Host first: a page that rebound its own name to 127.0.0.1 is same-origin with us in the
         # browser's eyes, so Origin proves nothing for it; only Host unmasks it. Origin next, so a
         # page that is simply not listed is told so (actionable) rather than asked for a secret.
         # The secret last, and never asked of a preflight: browsers cannot add headers to one,
         # and a preflight is answered here and grants nothing by itself.
         hosts = request.headers.getall("Host", [])
-        parts = _split_host(hosts[0]) if len(hosts) == 1 else None
-        if parts is None or not self._host_allowed(parts[0]):
+        if len(hosts) == 1 and hosts[0] in self._hosts_seen:
+            pass  # the common case, without parsing the value again
+        elif (parts := _split_host(hosts[0]) if len(hosts) == 1 else None) is not None \
+                and self._host_allowed(parts[0]):
+            if len(self._hosts_seen) < 64:  # bounded: Host values are the client's to choose
+                self._hosts_seen.add(hosts[0])
+        else:
             shown = hosts[0][:200] if len(hosts) == 1 else f"{len(hosts)} Host headers"
             return error_response(403, "host_not_allowed",
                                   f"Host {shown!r} is not allowed: use localhost or 127.0.0.1, "

@@ -21,7 +21,7 @@ from yarl import URL
 
 from proxy.commands.decode import human_delta, parse
 from proxy.config import CognitoCredential, Credential, Endpoint
-from proxy.forward import Hinter
+from proxy.target import Hinter
 
 log = logging.getLogger("authproxy.hints")
 

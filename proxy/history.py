@@ -16,16 +16,17 @@ import json
 import shlex
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from proxy.commands.decode import describe_time, parse
-from proxy.forward import HOP_BY_HOP, Exchange
+from proxy.forward import Exchange
 from proxy.log import SENSITIVE, redact_headers
 from proxy.secret import redact
+from proxy.target import HOP_BY_HOP
 
 # Claims worth showing; the rest (jti, origin_jti, event_id, ...) says nothing to a debugger.
 CLAIMS = ("token_use", "sub", "username", "cognito:username", "client_id", "aud", "scope",
@@ -49,7 +50,7 @@ class _Entry:
     status: int
     total_ms: float
     injected: str | None  # the injected header's name
-    received: Headers | None  # raw until built
+    received: Mapping[str, str] | None  # the request's own (immutable) headers until built
     ex: Exchange | None
     resp: web.StreamResponse | None  # the proxy's own answer, when there was no exchange
     record: dict[str, Any] | None = None
@@ -77,7 +78,7 @@ class History:
     def capacity(self) -> int:
         return self.entries.maxlen or 0
 
-    def add(self, request: web.Request, ex: Exchange | None, endpoint: str, status: int,
+    def add(self, request: web.BaseRequest, ex: Exchange | None, endpoint: str, status: int,
             total_ms: float, injected: str | None,
             resp: web.StreamResponse | None = None) -> None:
         """`resp`: the answer, for the proxy's own (error, preflight) headers and message."""
@@ -85,7 +86,7 @@ class History:
         self.entries.append(_Entry(
             self.counter, self.now() - total_ms / 1000, request.method, request.raw_path,
             request.scheme, request.body_exists, endpoint, status, total_ms, injected,
-            list(request.headers.items()), ex, None if ex else resp))
+            request.headers, ex, None if ex else resp))
 
     def query(self, since: int = 0, endpoints: frozenset[str] | None = None,
               statuses: StatusFilter | None = None, text: str | None = None,
@@ -116,7 +117,7 @@ class History:
 
 def _build(e: _Entry) -> dict[str, Any]:
     ex, resp = e.ex, e.resp
-    received = e.received or []
+    received = list(e.received.items()) if e.received else []
     sent = _sent_headers(ex)
     also = frozenset([e.injected.lower()]) if e.injected else frozenset()
     value = _header(sent, e.injected) if e.injected else None

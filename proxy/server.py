@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -11,8 +12,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from proxy.app import PROXY, Proxy, make_app
+from proxy.app import Proxy, make_server
 from proxy.config import Config, ConfigError
+from proxy.listen import Listener
 
 log = logging.getLogger("authproxy")
 
@@ -28,42 +30,49 @@ class BindError(Exception):
 
 @dataclass
 class Running:
-    app: web.Application
-    runner: web.AppRunner
+    runner: web.ServerRunner
+    listener: Listener
     url: str
     proxy: Proxy
 
     async def stop(self) -> None:
         # Closes the listening socket first, then gives in-flight requests the drain time.
-        await self.runner.cleanup()
+        self.listener.close()
+        try:
+            await self.runner.cleanup()
+        finally:
+            await self.proxy.close()
 
 
 async def start(config: Config) -> Running:
-    app = make_app(config)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                           shutdown_timeout=config.listen.drain_timeout)
-    await runner.setup()
+    server, proxy = make_server(config)
+    runner = web.ServerRunner(server, handle_signals=False,
+                              shutdown_timeout=config.listen.drain_timeout)
     host, port = config.listen.host, config.listen.port
-    site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True)
+    listener = Listener(server, backlog=2048)
     try:
-        await site.start()
+        listener.bind(host, port)
     except OSError as e:
-        await runner.cleanup()
         hint = (" (another process holds it: pick another with --port)"
                 if e.errno == errno.EADDRINUSE else "")
         raise BindError(f"cannot listen on {host}:{port}: {e.strerror}{hint}") from None
-    sock = site._server.sockets[0]  # type: ignore[union-attr]
-    bound = sock.getsockname()[1]
-    proxy = app[PROXY]
+    await runner.setup()
+    await proxy.start()
+    listener.start()
+    bound = listener.sockets[0].getsockname()[1]
     proxy.set_port(bound)
     shown = f"[{host}]" if ":" in host else host
-    return Running(app, runner, f"http://{shown}:{bound}", proxy)
+    return Running(runner, listener, f"http://{shown}:{bound}", proxy)
 
 
 async def serve(config: Config, reload_config: Callable[[], Config] | None = None,
                 on_ready: Callable[[Running], None] | None = None) -> None:
     """Serve until SIGINT/SIGTERM. `reload_config` re-reads the file on SIGHUP."""
     running = await start(config)
+    # Everything built so far (modules, config, runtime) lives as long as the process: frozen,
+    # the collector stops walking it on every older-generation pass.
+    gc.collect()
+    gc.freeze()
     warning = running.proxy.rt.guard.bind_warning()
     if warning:
         log.warning(warning)

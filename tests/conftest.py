@@ -12,15 +12,16 @@ import sys
 import threading
 import time
 import urllib.request
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import RawTestServer, TestClient
 
-from proxy.app import PROXY, make_app
+from proxy.app import HANDLER_ARGS, Proxy
 from proxy.config import parse_config
 from proxy.fakes.apigw import FakeApiGateway
 
@@ -39,17 +40,29 @@ MakeProxy = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
 @pytest.fixture
-def make_proxy(aiohttp_client: Any) -> MakeProxy:
-    """`await make_proxy(yaml_text, env={...})` -> a TestClient talking to an in-process proxy."""
+async def make_proxy(aiohttp_client: Any) -> AsyncIterator[MakeProxy]:
+    """`await make_proxy(yaml_text, env={...})` -> a TestClient talking to an in-process proxy,
+    served the way `authproxy serve` serves it (aiohttp's low-level server). The Proxy object is
+    at `PROXIES[client]`."""
+    started: list[Proxy] = []
 
     async def make(text: str, env: dict[str, str] | None = None) -> TestClient[Any, Any]:
         config = parse_config(text, "test.yaml", {**os.environ, **(env or {})})
-        app = make_app(config)
-        client: TestClient[Any, Any] = await aiohttp_client(app)
-        app[PROXY].set_port(client.port)
+        proxy = Proxy(config)
+        await proxy.start()
+        started.append(proxy)
+        client: TestClient[Any, Any] = await aiohttp_client(
+            RawTestServer(proxy.handle, **HANDLER_ARGS))
+        proxy.set_port(client.port)
+        PROXIES[client] = proxy
         return client
 
-    return make
+    yield make
+    for proxy in started:
+        await proxy.close()
+
+
+PROXIES: weakref.WeakKeyDictionary[TestClient[Any, Any], Proxy] = weakref.WeakKeyDictionary()
 
 
 class BackgroundLoop:

@@ -231,3 +231,10 @@ def test_shipped_configs_are_valid() -> None:
         load_config(root / name, {"API_KEY": "k", "COGNITO_USERNAME": "u",
                                   "COGNITO_PASSWORD": "p", "COGNITO_CLIENT_SECRET": "s",
                                   "M2M_SECRET": "m"})
+
+
+def test_yaml_value_tag_is_a_config_error_not_a_crash() -> None:
+    # Found by the fuzz test: a bare `=` is YAML's !!value tag, which SafeLoader cannot build.
+    with pytest.raises(ConfigError) as e:
+        parse_config("=", "fuzz.yaml", {})
+    assert "not valid YAML" in e.value.problems[0].message

@@ -307,3 +307,78 @@ async def test_https_proxy_and_no_proxy_honoured(https_apigw: FakeApiGateway,
     assert resp.status == 200
     assert len(corp.targets) == 1  # went direct
     corp.server.close()
+
+
+async def test_expect_100_continue_answered_once_route_and_credential_are_known(
+        apigw: FakeApiGateway, make_proxy: MakeProxy) -> None:
+    client = await make_proxy(config(apigw.url))
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(b"POST /api/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n"
+                 b"Expect: 100-continue\r\n\r\n")
+    await writer.drain()
+    assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"{}")
+    status = await reader.readline()
+    assert status.startswith(b"HTTP/1.1 200 ")
+    writer.close()
+    assert apigw.seen[-1].body_length == 2
+    writer2 = (await asyncio.open_connection("127.0.0.1", client.port))
+    writer2[1].write(b"POST /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+    assert (await writer2[0].readline()).startswith(b"HTTP/1.1 404 ")  # no 100 first
+    writer2[1].close()
+
+
+async def test_small_answers_carry_what_aiohttp_would_add(apigw: FakeApiGateway,
+                                                          make_proxy: MakeProxy) -> None:
+    client = await make_proxy(config(apigw.url))
+    resp = await client.get("/api/x")
+    assert resp.status == 200
+    body = await resp.read()
+    assert resp.headers["Content-Length"] == str(len(body))
+    assert "Date" in resp.headers and "Server" in resp.headers
+    assert "Transfer-Encoding" not in resp.headers
+
+
+async def test_bodiless_post_gets_content_length_zero(apigw: FakeApiGateway,
+                                                      make_proxy: MakeProxy) -> None:
+    client = await make_proxy(config(apigw.url))
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(b"POST /api/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert (await reader.readline()).startswith(b"HTTP/1.1 200 ")
+    writer.close()
+    assert apigw.seen[-1].header("Content-Length") == "0"
+    await client.get("/api/x")
+    assert apigw.seen[-1].header("Content-Length") is None
+
+
+async def test_tls_verify_false_accepts_any_certificate(https_apigw: FakeApiGateway,
+                                                        make_proxy: MakeProxy) -> None:
+    client = await make_proxy(config(https_apigw.url, tls_verify=False))
+    resp = await client.get("/api/x")
+    assert resp.status == 200
+
+
+async def test_http_proxy_gets_absolute_form_with_its_credentials(
+        make_proxy: MakeProxy, monkeypatch: pytest.MonkeyPatch) -> None:
+    heads: list[bytes] = []
+
+    async def plain_proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(plain_proxy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setenv("HTTP_PROXY", f"http://user:pw@127.0.0.1:{port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = await make_proxy(config("http://api.internal.example:8080"))
+    resp = await client.get("/api/x?q=1")
+    assert resp.status == 200 and await resp.read() == b"ok"
+    line, *rest = heads[0].decode().split("\r\n")
+    assert line == "GET http://api.internal.example:8080/Development/x?q=1 HTTP/1.1"
+    assert "Proxy-Authorization: Basic dXNlcjpwdw==" in rest
+    assert "Host: api.internal.example:8080" in rest
+    server.close()

@@ -343,14 +343,15 @@ async def test_no_secret_reaches_any_page_api_or_log_line(
 
 async def test_records_are_built_when_asked_for_and_tokens_decoded_once(
         apigw: FakeApiGateway, make_proxy: MakeProxy) -> None:
-    from proxy.app import PROXY
+    from conftest import PROXIES
+
     from proxy.history import _decode
 
     _decode.cache_clear()
     client = await make_proxy(config(apigw.url))
     for _ in range(20):
         await client.get("/api/x")
-    history = client.app[PROXY].history
+    history = PROXIES[client].history
     assert history is not None
     # The request path only kept references: nothing decoded, nothing redacted yet.
     assert _decode.cache_info().currsize == 0

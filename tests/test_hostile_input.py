@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from proxy.app import target_problem
 from proxy.config import ConfigError, Endpoint, parse_config
 from proxy.fakes.apigw import FakeApiGateway
-from proxy.forward import Upstream
 from proxy.rules import RuleTable
+from proxy.target import Upstream
 
 pytestmark = pytest.mark.timeout(120)
 

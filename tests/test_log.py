@@ -88,3 +88,24 @@ async def test_client_disconnect_mid_download_is_not_a_traceback(
     assert "client disconnected" in record.getMessage()
     resp = await client.get("/_authproxy/healthz")
     assert resp.status == 200
+
+
+@pytest.mark.parametrize("formatter", [log.TextFormatter(), log.JsonFormatter()])
+def test_direct_access_line_equals_the_formatted_record(formatter: logging.Formatter) -> None:
+    extra = {"method": "GET", "path": "/x", "status": 200, "upstream_ms": 1.5, "error": None}
+    record = log.access_log.makeRecord(log.access_log.name, logging.INFO, "", 0,
+                                       '"GET /x" api 200', None, None, extra=extra)
+    direct = formatter.access(record.created, '"GET /x" api 200', extra)  # type: ignore[attr-defined]
+    assert direct == formatter.format(record)
+
+
+def test_access_lines_reach_the_configured_stream(capfd: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+    try:
+        log.configure("info", "text")
+        log.access('"GET /y" api 200', {"status": 200})
+        logging.getLogger().handlers[0].flush()
+        assert 'INFO    authproxy.access: "GET /y" api 200' in capfd.readouterr().err
+    finally:
+        root.handlers[:], root.level = saved, level

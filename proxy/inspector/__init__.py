@@ -40,20 +40,20 @@ class Inspector:
         self.files = {sub: ((here / name).read_bytes(), ctype)
                       for sub, (name, ctype) in FILES.items()}
 
-    def routes(self) -> dict[str, Callable[[web.Request], web.StreamResponse]]:
-        out: dict[str, Callable[[web.Request], web.StreamResponse]] = {"": self.to_page}
+    def routes(self) -> dict[str, Callable[[web.BaseRequest], web.StreamResponse]]:
+        out: dict[str, Callable[[web.BaseRequest], web.StreamResponse]] = {"": self.to_page}
         for sub, (body, ctype) in self.files.items():
             out[sub] = self._file(body, ctype)
         return out
 
     @staticmethod
-    def _file(body: bytes, ctype: str) -> Callable[[web.Request], web.StreamResponse]:
-        def serve(request: web.Request) -> web.StreamResponse:
+    def _file(body: bytes, ctype: str) -> Callable[[web.BaseRequest], web.StreamResponse]:
+        def serve(request: web.BaseRequest) -> web.StreamResponse:
             return web.Response(body=body, headers=SECURITY_HEADERS | {"Content-Type": ctype})
         return serve
 
     @staticmethod
-    def to_page(request: web.Request) -> web.StreamResponse:
+    def to_page(request: web.BaseRequest) -> web.StreamResponse:
         # The page's relative URLs (static/app.js, api/exchanges) need the trailing slash.
         path = request.raw_path.partition("?")[0]
         return web.Response(status=308, headers=SECURITY_HEADERS | {"Location": path + "/"})

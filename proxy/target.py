@@ -1,0 +1,114 @@
+"""`Upstream`: everything about one endpoint's upstream that can be decided at start (URL
+parts, TLS context, HTTPS_PROXY/NO_PROXY, header sets, where the pool connects)."""
+
+from __future__ import annotations
+
+import base64
+import ssl
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from yarl import URL
+
+from proxy.config import Endpoint
+from proxy.upstream import Endpoint as PoolEndpoint
+
+Hinter = Callable[[int, bytes, list[tuple[str, str]]], str | None]
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
+    "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+})
+# Never sent upstream: Host is the upstream's own, the X-Forwarded-* and X-Request-Id are ours
+# to set (appended last), and the shared secret guards this proxy only.
+REQUEST_DROP = HOP_BY_HOP | {"host", "x-authproxy-secret", "x-forwarded-for",
+                             "x-forwarded-proto", "x-forwarded-host", "x-request-id"}
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Everything about one endpoint's upstream that can be decided at start."""
+
+    name: str
+    scheme: str
+    host: str
+    port: int | None
+    base_path: str  # raw, no trailing slash
+    origin: str  # scheme://host[:port], to recognise redirects to the upstream
+    local_prefix: str  # "" for "/", else the endpoint's prefix
+    ssl: ssl.SSLContext | bool
+    proxy: str | None  # from HTTPS_PROXY / HTTP_PROXY unless NO_PROXY says otherwise
+    timeout: float  # total seconds per exchange
+    connect_timeout: float
+    drop: frozenset[str]  # lower-case request header names never forwarded
+    set_headers: tuple[tuple[str, str], ...]
+    auth_header: str | None  # the injected header name, lower-case
+    keep_client_auth: bool
+    hint: Hinter | None = None  # explains API Gateway's 401/403 answers
+    endpoint: PoolEndpoint | None = None  # where the pool connects
+    host_header: str = ""
+    target_prefix: str = ""  # the origin when talking to a plain HTTP proxy (absolute-form)
+    proxy_line: str = ""  # its Proxy-Authorization header line, when the proxy URL has one
+
+    @classmethod
+    def build(cls, ep: Endpoint, auth_header: str | None,
+              hint: Hinter | None = None) -> Upstream:
+        url = URL(ep.endpoint, encoded=True)
+        assert url.host is not None and url.port is not None
+        origin = f"{url.scheme}://{url.raw_authority}"
+        tls = _ssl_context(ep.tls_verify) if url.scheme == "https" else False
+        proxy = _env_proxy(url)
+        host = f"[{url.raw_host}]" if ":" in (url.raw_host or "") else url.raw_host or ""
+        host_header = host if url.is_default_port() else f"{host}:{url.port}"
+        pool_ep = _pool_endpoint(url, tls, proxy, ep.connect_timeout)
+        plain = proxy is not None and url.scheme == "http"  # absolute-form through the proxy
+        return cls(
+            name=ep.name, scheme=url.scheme, host=url.host, port=url.explicit_port,
+            base_path=url.raw_path.rstrip("/"), origin=origin,
+            local_prefix="" if ep.prefix == "/" else ep.prefix,
+            ssl=tls, proxy=proxy, timeout=ep.timeout, connect_timeout=ep.connect_timeout,
+            drop=REQUEST_DROP | {h.lower() for h in ep.remove_headers}
+            | {k.lower() for k, _ in ep.set_headers},
+            set_headers=ep.set_headers, auth_header=auth_header.lower() if auth_header else None,
+            keep_client_auth=ep.client_header == "keep", hint=hint,
+            endpoint=pool_ep,
+            host_header=host_header, target_prefix=f"http://{host_header}" if plain else "",
+            proxy_line=f"Proxy-Authorization: {pool_ep.proxy_auth}\r\n"
+            if plain and pool_ep.proxy_auth else "")
+
+    def url(self, rest: str, query: str) -> URL:
+        # Built from parts, so nothing in the request can change scheme, host or port.
+        return URL.build(scheme=self.scheme, host=self.host, port=self.port,
+                         path=self.base_path + rest, query_string=query, encoded=True)
+
+
+def _pool_endpoint(url: URL, tls: ssl.SSLContext | bool, proxy: str | None,
+                   connect_timeout: float) -> PoolEndpoint:
+    proxy_at = proxy_auth = None
+    if proxy:
+        p = URL(proxy)
+        proxy_at = (p.host or "", p.port or 80)
+        if p.user is not None:
+            proxy_auth = "Basic " + base64.b64encode(
+                f"{p.user}:{p.password or ''}".encode()).decode()
+    assert url.port is not None
+    return PoolEndpoint(url.host or "", url.port, tls if isinstance(tls, ssl.SSLContext) else None,
+                        proxy_at, proxy_auth, connect_timeout)
+
+
+def _ssl_context(verify: bool | str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+    if verify is False:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _env_proxy(url: URL) -> str | None:
+    """HTTPS_PROXY / HTTP_PROXY / NO_PROXY as curl reads them, decided once per endpoint."""
+    proxies = urllib.request.getproxies_environment()
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    if not proxies or bypass(url.host or "", proxies):
+        return None
+    return proxies.get(url.scheme)

@@ -1,0 +1,292 @@
+"""One upstream connection (an asyncio Protocol fed to llhttp) and the answer being read on it.
+
+The answer's body is buffered by the protocol and handed out in whatever pieces arrived; reading
+from the socket pauses while more than HIGH_WATER bytes wait, so memory stays bounded however
+slow the client is. The pool's deadline sweep enforces the endpoint's total timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+if TYPE_CHECKING:
+    from proxy.upstream import Endpoint, Pool
+
+HIGH_WATER = 256 * 1024
+
+
+class UpstreamError(Exception):
+    """kind: connect, connect_timeout, cert, tls (before a request went out), reset, broken.
+    `stale`: the connection ended before a byte of the answer came (a retry is safe)."""
+
+    def __init__(self, kind: str, message: str, stale: bool = False) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.stale = stale
+
+
+class Answer:
+    __slots__ = ("conn", "status", "reason", "headers", "chunks", "size", "done", "error",
+                 "waiter", "head_only", "got_head", "interim", "framed", "got_bytes", "deadline",
+                 "keep_alive", "released")
+
+    def __init__(self, conn: Conn, head_only: bool) -> None:
+        self.conn = conn
+        self.status = 0
+        self.reason = ""
+        self.headers: list[tuple[str, str]] = []
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.done = False  # the whole body is in `chunks`
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.head_only = head_only
+        self.got_head = False
+        self.interim = False  # a 1xx answer, skipped
+        self.framed = False  # Content-Length or chunked: else the body ends when the socket does
+        self.got_bytes = False
+        self.deadline = 0.0  # loop time by which the whole answer must be in
+        self.keep_alive = False
+        self.released = False
+
+    def wake(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def fail(self, error: BaseException) -> None:
+        if self.error is None and not self.done:
+            self.error = error
+        self.wake()
+
+    async def head(self) -> None:
+        while not self.got_head:
+            if self.error is not None:
+                raise self.error
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+
+    async def read(self) -> bytes:
+        """The next piece of the body, b"" at its end."""
+        while True:
+            if self.chunks:
+                chunks, self.chunks, self.size = self.chunks, [], 0
+                if self.conn.reading_paused and not self.done:
+                    self.conn.resume()
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            if self.error is not None:
+                raise self.error
+            if self.done:
+                return b""
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+
+    def timeout(self) -> None:
+        self.conn.pool.watched.discard(self)
+        if not self.done:
+            self.fail(TimeoutError())
+            self.conn.abort()
+
+    def finish(self) -> None:
+        self.done = True
+        self.release()
+        self.wake()
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            conn = self.conn
+            if conn.answer is self:
+                conn.answer = None
+            conn.pool.release(conn, self.done and self.keep_alive and self.error is None)
+            conn.pool.watched.discard(self)
+
+    def close(self) -> None:
+        """Done with this answer: an unfinished one takes its connection down with it."""
+        if not self.done:
+            self.conn.abort()
+        self.release()
+
+
+class Conn(asyncio.Protocol):
+    def __init__(self, pool: Pool, ep: Endpoint) -> None:
+        self.pool = pool
+        self.ep = ep
+        self.transport: asyncio.Transport | None = None
+        self.parser: Any = None
+        self.answer: Answer | None = None
+        self.closed = False
+        self.lost_error: BaseException | None = None
+        self.used = 0
+        self.idle_since = 0.0
+        self.paused = False
+        self.reading_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._tunnel: asyncio.Future[bytes] | None = None
+        self._tunnel_buf = b""
+        self._after_head = False
+
+    # --- protocol ---------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._tunnel_data(data)
+            return
+        a = self.answer
+        if a is None:  # nothing was asked: an upstream speaking out of turn is not to be trusted
+            self.abort()
+            return
+        a.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            if self.answer is a:
+                a.fail(UpstreamError("broken", str(e) or type(e).__name__))
+            self.abort()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.lost(self)
+        a = self.answer
+        if a is not None and not a.done:
+            if a.got_head and not a.framed and not a.head_only and exc is None:
+                a.finish()  # an HTTP/1.0-style body that ends with the connection
+            elif isinstance(exc, ConnectionResetError):
+                a.fail(UpstreamError("reset", "reset", stale=not a.got_bytes))
+            else:
+                a.fail(UpstreamError("broken", str(exc) if exc else "Server disconnected",
+                                     stale=not a.got_bytes))
+        if self._tunnel is not None and not self._tunnel.done():
+            self._tunnel.set_exception(ConnectionResetError("proxy closed the connection"))
+        d = self._drain
+        if d is not None and not d.done():
+            d.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        d = self._drain
+        if d is not None and not d.done():
+            d.set_result(None)
+
+    async def drain(self) -> None:
+        while self.paused and not self.closed:
+            self._drain = asyncio.get_running_loop().create_future()
+            await self._drain
+        self.check()
+
+    def check(self) -> None:
+        if self.closed:
+            a = self.answer
+            raise (a.error if a is not None and a.error is not None
+                   else UpstreamError("reset", "reset", stale=False))
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.abort()
+
+    def resume(self) -> None:
+        self.reading_paused = False
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    # --- one request ------------------------------------------------------------------------
+    def start(self, method: str, deadline: float) -> Answer:
+        self.used += 1
+        head_only = method == "HEAD"
+        a = self.answer = Answer(self, head_only)
+        # llhttp is ready for the next answer once one is complete, except after a HEAD answer,
+        # whose body it would still wait for: then a fresh parser.
+        if self.parser is None or self._after_head:
+            self.parser = httptools.HttpResponseParser(self)
+        self._after_head = head_only
+        a.deadline = deadline
+        self.pool.watch(a)
+        return a
+
+    # --- parser callbacks -------------------------------------------------------------------
+    def on_status(self, status: bytes) -> None:
+        a = self.answer
+        if a is not None:
+            a.reason += status.decode("utf-8", "surrogateescape")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        a = self.answer
+        if a is not None:
+            low = name.lower()
+            if low == b"content-length" or low == b"transfer-encoding":
+                a.framed = True
+            a.headers.append((name.decode("utf-8", "surrogateescape"),
+                              value.decode("utf-8", "surrogateescape")))
+
+    def on_headers_complete(self) -> None:
+        a = self.answer
+        if a is None:
+            return
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            a.interim, a.headers, a.reason = True, [], ""
+            return
+        a.status = status
+        a.keep_alive = self.parser.should_keep_alive()
+        a.got_head = True
+        if status in (204, 304):
+            a.framed = True
+        if a.head_only:
+            a.finish()
+        else:
+            a.wake()
+
+    def on_body(self, body: bytes) -> None:
+        a = self.answer
+        if a is not None:
+            a.chunks.append(body)
+            a.size += len(body)
+            if a.size > HIGH_WATER and not self.reading_paused and self.transport is not None:
+                self.reading_paused = True
+                self.transport.pause_reading()
+            a.wake()
+
+    def on_message_complete(self) -> None:
+        a = self.answer
+        if a is None:
+            return
+        if a.interim:
+            a.interim = False
+            return
+        a.finish()
+
+    # --- CONNECT through an HTTP proxy ------------------------------------------------------
+    async def tunnel(self, ep: Endpoint, loop: asyncio.AbstractEventLoop) -> None:
+        target = f"{ep.host}:{ep.port}"
+        auth = f"Proxy-Authorization: {ep.proxy_auth}\r\n" if ep.proxy_auth else ""
+        self._tunnel = loop.create_future()
+        assert self.transport is not None and ep.tls is not None
+        self.transport.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}\r\n"
+                             .encode())
+        head = await self._tunnel
+        self._tunnel = None
+        status = head.split(b" ", 2)[1] if head.count(b" ") >= 1 else b""
+        if not status.startswith(b"2"):
+            line = head.split(b"\r\n", 1)[0].decode("latin-1")
+            raise ConnectionRefusedError(0, f"proxy refused CONNECT {target}: {line}")
+        self.transport = await loop.start_tls(self.transport, self, ep.tls,
+                                              server_hostname=ep.host)
+
+    def _tunnel_data(self, data: bytes) -> None:
+        self._tunnel_buf += data
+        end = self._tunnel_buf.find(b"\r\n\r\n")
+        if end >= 0 and self._tunnel is not None and not self._tunnel.done():
+            self._tunnel.set_result(self._tunnel_buf[:end])

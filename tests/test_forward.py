@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import hashlib
 import json
@@ -261,6 +262,7 @@ class ConnectProxy:
 
     def __init__(self) -> None:
         self.targets: list[str] = []
+        self.auth: list[str | None] = []  # the Proxy-Authorization of each CONNECT
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
@@ -271,6 +273,9 @@ class ConnectProxy:
         method, target, _ = head.split(b"\r\n")[0].decode().split(" ")
         assert method == "CONNECT"
         self.targets.append(target)
+        lines = head.decode().split("\r\n")[1:]
+        self.auth.append(next((line.split(": ", 1)[1] for line in lines
+                               if line.lower().startswith("proxy-authorization:")), None))
         host, port = target.rsplit(":", 1)
         up_reader, up_writer = await asyncio.open_connection(host, int(port))
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -306,6 +311,16 @@ async def test_https_proxy_and_no_proxy_honoured(https_apigw: FakeApiGateway,
     resp = await client.get("/api/x")
     assert resp.status == 200
     assert len(corp.targets) == 1  # went direct
+    assert corp.auth == [None]
+
+    # Credentials in the proxy URL become Proxy-Authorization on the CONNECT, and only there.
+    monkeypatch.delenv("NO_PROXY")
+    monkeypatch.setenv("HTTPS_PROXY", f"http://corp%40user:s%3Acret@127.0.0.1:{port}")
+    client = await make_proxy(config(https_apigw.url, tls_verify=str(bundle)))
+    resp = await client.get("/api/x")
+    assert resp.status == 200
+    assert corp.auth[-1] == "Basic " + base64.b64encode(b"corp@user:s:cret").decode()
+    assert https_apigw.seen[-1].header("Proxy-Authorization") is None
     corp.server.close()
 
 

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 import pytest
 from conftest import MakeProxy
 from prometheus_client.parser import text_string_to_metric_families
+
+from proxy.fakes.apigw import FakeApiGateway
+from proxy.fakes.cognito import FakeCognito
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
 
@@ -239,3 +244,86 @@ async def test_client_disconnect_mid_download_leaks_nothing(evil: object,
     await assert_alive_and_no_leak(client)
     resp = await client.get("/_authproxy/readyz")
     assert json.loads(await resp.text())["status"] == "ready"
+
+
+# --- Cognito faults, through the proxy --------------------------------------------------------
+
+def cognito_config(upstream: str, cognito_url: str, pool: str, client: str) -> str:
+    return f"""
+credentials:
+  user:
+    type: cognito
+    flow: password
+    user_pool_id: {pool}
+    client_id: {client}
+    username: alice
+    password: Alice-Passw0rd-1
+    endpoint: {cognito_url}/
+endpoints:
+  - {{name: api, endpoint: "{upstream}/Development", auth: user}}
+"""
+
+
+async def test_cognito_down_at_start_gives_503_then_recovers(
+        apigw: FakeApiGateway, make_proxy: MakeProxy, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    fake = FakeCognito()
+    await fake.start()
+    pool = fake.add_pool()
+    client_id = fake.add_client(pool)
+    fake.add_user(pool, "alice", "Alice-Passw0rd-1")
+    fake.set_fault("error")  # 500 on every call
+    client = await make_proxy(cognito_config(apigw.url, fake.url, pool, client_id))
+    resp = await client.get("/api/x")
+    assert resp.status == 503
+    body = await resp.json()
+    assert body["error"] == "credentials_unavailable" and "Alice-Passw0rd-1" not in body["message"]
+    ready = await client.get("/_authproxy/readyz")
+    assert ready.status == 503 and "reason" in await ready.json()
+    assert not apigw.seen
+    fake.set_fault(None)
+    for _ in range(100):  # transient errors are retried with backoff; no request needed
+        ready = await client.get("/_authproxy/readyz")
+        if ready.status == 200:
+            break
+        await asyncio.sleep(0.1)
+    assert ready.status == 200
+    assert (await client.get("/api/x")).status == 200
+    await fake.stop()
+
+
+@pytest.mark.parametrize("fault", ["slow", "throttle", "error", "down"])
+async def test_cognito_trouble_with_a_cached_token_fails_no_request(
+        fault: str, apigw: FakeApiGateway, make_proxy: MakeProxy, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    fake = FakeCognito()
+    await fake.start()
+    pool = fake.add_pool()
+    client_id = fake.add_client(pool)
+    fake.add_user(pool, "alice", "Alice-Passw0rd-1")
+    client = await make_proxy(cognito_config(apigw.url, fake.url, pool, client_id))
+    assert (await client.get("/api/x")).status == 200
+    first = apigw.seen[-1].header("Authorization")
+    if fault == "slow":
+        fake.delay = 3
+    elif fault == "down":
+        await fake.stop()
+    else:
+        fake.set_fault(fault)
+    apigw.reject.add(first or "")  # API Gateway now refuses the cached token: a refresh is due
+    started = time.monotonic()
+    statuses = [(await client.get(f"/api/{i}")).status for i in range(5)]
+    # The token is refused upstream and no new one can be had quickly: the 401 comes back
+    # (never a crash or a hang longer than the Cognito call), and the server stays up.
+    assert set(statuses) <= {200, 401}
+    assert time.monotonic() - started < 10
+    apigw.reject.clear()
+    assert (await client.get("/api/ok")).status == 200  # the cached token still serves
+    assert (await client.get("/_authproxy/healthz")).status == 200
+    if fault == "down":
+        await fake.start()
+    fake.set_fault(None)
+    fake.delay = 0
+    await fake.stop()

@@ -129,6 +129,10 @@ class Pool:
         if not reusable or conn.closed:
             conn.abort()
             return
+        if conn.reading_paused:
+            # The answer's last bytes came in the read that crossed the high-water mark: the
+            # next answer on this connection must find it reading again.
+            conn.resume()
         loop = asyncio.get_running_loop()
         conn.idle_since = loop.time()
         self.idle.setdefault(conn.ep, []).append(conn)

@@ -275,3 +275,30 @@ async def test_ambiguous_answers_are_refused_not_guessed(answer: bytes, raw: obj
     assert e.value.kind == "broken"
     assert (pool.active, pool.idle_count) == (0, 0)
     pool.close()
+
+
+async def test_connection_paused_by_a_big_answer_is_pooled_readable(raw: object) -> None:
+    # The last bytes of an answer can arrive in the same read that pushes the buffered body
+    # past the high-water mark, pausing reading; such a connection must go back to the pool
+    # reading again, or the next request on it waits for its deadline.
+    size = 256 * 1024 + 1000
+
+    async def big_then_small(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await r.head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"b" * size)
+        await writer.drain()
+        await keep_alive_ok(r, reader, writer)
+
+    r, ep = await raw(big_then_small)  # type: ignore[operator]
+    pool = Pool()
+    loop = asyncio.get_running_loop()
+    answer = await pool.request(ep, "GET", head(), None, False, loop.time() + 5)
+    await asyncio.sleep(0.3)  # a slow client: nothing is read while the answer arrives
+    out = b""
+    while chunk := await answer.read():
+        out += chunk
+    answer.close()
+    assert len(out) == size
+    status, body = await asyncio.wait_for(body_of(pool, ep), 3)
+    assert (status, body, r.connections) == (200, b"ok", 1)
+    pool.close()

@@ -37,8 +37,6 @@ class Upstream:
     base_path: str  # raw, no trailing slash
     origin: str  # scheme://host[:port], to recognise redirects to the upstream
     local_prefix: str  # "" for "/", else the endpoint's prefix
-    ssl: ssl.SSLContext | bool
-    proxy: str | None  # from HTTPS_PROXY / HTTP_PROXY unless NO_PROXY says otherwise
     timeout: float  # total seconds per exchange
     connect_timeout: float
     drop: frozenset[str]  # lower-case request header names never forwarded
@@ -46,7 +44,8 @@ class Upstream:
     auth_header: str | None  # the injected header name, lower-case
     keep_client_auth: bool
     hint: Hinter | None = None  # explains API Gateway's 401/403 answers
-    endpoint: PoolEndpoint | None = None  # where the pool connects
+    # where the pool connects: TLS context, and HTTPS_PROXY/HTTP_PROXY unless NO_PROXY says not
+    endpoint: PoolEndpoint | None = None
     host_header: str = ""
     target_prefix: str = ""  # the origin when talking to a plain HTTP proxy (absolute-form)
     proxy_line: str = ""  # its Proxy-Authorization header line, when the proxy URL has one
@@ -67,7 +66,7 @@ class Upstream:
             name=ep.name, scheme=url.scheme, host=url.host, port=url.explicit_port,
             base_path=url.raw_path.rstrip("/"), origin=origin,
             local_prefix="" if ep.prefix == "/" else ep.prefix,
-            ssl=tls, proxy=proxy, timeout=ep.timeout, connect_timeout=ep.connect_timeout,
+            timeout=ep.timeout, connect_timeout=ep.connect_timeout,
             drop=REQUEST_DROP | {h.lower() for h in ep.remove_headers}
             | {k.lower() for k, _ in ep.set_headers},
             set_headers=ep.set_headers, auth_header=auth_header.lower() if auth_header else None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncIterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from proxy.upstream_conn import Answer, Conn, UpstreamError
 
@@ -31,7 +31,8 @@ class Endpoint:
     port: int
     tls: ssl.SSLContext | None
     proxy: tuple[str, int] | None = None  # an HTTP proxy: CONNECT for TLS, absolute-form else
-    proxy_auth: str | None = None  # the Proxy-Authorization value
+    # The Proxy-Authorization value: proxy credentials, kept out of repr() and so out of logs.
+    proxy_auth: str | None = field(default=None, repr=False)
     connect_timeout: float | None = None
 
 

@@ -278,6 +278,10 @@ class _Section:
             if not text:
                 self.v.error(self.sub(file_key), f"{path} is empty")
                 return None
+            if _controls(text):
+                self.v.error(self.sub(file_key), f"{path} holds a line break or control "
+                             "character inside the value; it would break the header")
+                return None
             return Secret(text)
         if inline is None:
             if required:
@@ -288,6 +292,10 @@ class _Section:
             return None
         if inline == "":
             self.v.error(self.sub(key), "is empty (is its environment variable set?)")
+            return None
+        if _controls(str(inline)):
+            # The value goes into a header line as is: a line break would inject headers.
+            self.v.error(self.sub(key), "holds a line break or control character")
             return None
         return Secret(str(inline))
 
@@ -339,6 +347,11 @@ def _path_prefix(value: str) -> str | None:
     if any(seg in (".", "..") for seg in value.split("/")):
         return "must not contain '.' or '..' segments"
     return None
+
+
+def _controls(value: str) -> bool:
+    """Control characters (tab allowed) that have no place in a header value."""
+    return any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in value)
 
 
 def _header_name(value: str) -> str | None:
@@ -400,7 +413,8 @@ def _credential(v: _Validator, name: str, data: Any) -> Credential | None:
         username=str(s.get("username", (str, int), "")),
         password=s.secret("password") if flow in ("password", "srp") else None,
         refresh_token=s.secret("refresh_token"), token=token,  # type: ignore[arg-type]
-        header=header, prefix=s.get("prefix", str, "Bearer "),
+        header=header, prefix=s.get("prefix", str, "Bearer ", lambda p: (
+            "holds a line break or control character" if _controls(p) else None)),
         refresh_margin=s.get("refresh_margin", float, 300.0,
                              lambda m: None if m >= 0 else "must be 0 or more"),
         endpoint=s.get("endpoint", str, None, _url),
@@ -435,8 +449,9 @@ def _endpoint(v: _Validator, i: int, data: Any, creds: Mapping[str, Any]) -> End
         v.error(s.sub("tls_verify"), f"CA bundle {tls!r} is not a readable file")
     set_headers = s.get("set_headers", dict, {})
     for key, val in set_headers.items():
-        if _header_name(key) or not isinstance(val, str | int):
-            v.error(f"{s.sub('set_headers')}.{key}", "must map a header name to a string")
+        if _header_name(key) or not isinstance(val, str | int) or _controls(str(val)):
+            v.error(f"{s.sub('set_headers')}.{key}", "must map a header name to a string "
+                    "without line breaks or control characters")
     return Endpoint(
         name=name, endpoint=url, auth=None if auth == "none" else auth, prefix=prefix, host=host,
         client_header=s.choice("client_header", ("replace", "keep"), "replace"),  # type: ignore

@@ -146,6 +146,9 @@ def test_file_twins(tmp_path: Path) -> None:
     assert "set value or value_file, not both" in lines[0]
     lines = problems("credentials:\n  k: {type: static, value_file: /nonexistent/x}\n")
     assert "cannot read /nonexistent/x" in lines[0]
+    secret.write_text("two\nlines\n")
+    lines = problems(f"credentials:\n  k: {{type: static, value_file: {secret}}}\n")
+    assert "line break" in lines[0] and "two" not in lines[0]
 
 
 def test_three_mistakes_reported_at_once_with_paths_lines_and_suggestions() -> None:
@@ -189,6 +192,12 @@ endpoints:
     ("cors:\n  allow_origins: ['*']\n  allow_credentials: true\n", "'*' cannot be used"),
     ("cors:\n  allow_origins: ['http://x.example/path']\n", "cors.allow_origins[0]: must be an"),
     ("cors:\n  allow_origins: ['https://*example.com']\n", "must be a whole host label"),
+    ("credentials:\n  k: {type: static, value: \"a\\r\\nX-Injected: 1\"}\n",
+     "credentials.k.value: holds a line break"),
+    ("endpoints:\n  - {name: a, endpoint: 'https://x', set_headers: {X-A: \"1\\n2\"}}\n",
+     "without line breaks"),
+    ("credentials:\n  u: {type: cognito, flow: password, client_id: c, user_pool_id: us-east-1_A,"
+     " username: u, prefix: \"Bearer\\n\"}\n", "credentials.u.prefix: holds a line break"),
     ("logging: {format: xml}\n", "logging.format: must be one of text, json"),
     ("admin: {prefix: /}\n", "admin.prefix"),
     ("endpoints:\n  - {name: a, endpoint: 'https://x', prefix: /_authproxy/x}\n",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import jwt
 import pytest
 from conftest import AUTHPROXY, BackgroundLoop, MakeProxy, ServeProcess
@@ -22,6 +23,7 @@ from conftest import AUTHPROXY, BackgroundLoop, MakeProxy, ServeProcess
 from proxy.fakes.apigw import FakeApiGateway
 from proxy.fakes.cognito import FakeCognito
 
+TAMPER = "\r\nX-Injected: yes"  # a token that would add a header line upstream
 PASSWORD = "Correct-Horse-Battery-9"
 CLIENT_SECRET = "client-secret-value-0123456789abcdef"
 
@@ -210,3 +212,39 @@ def test_reload_keeps_tokens_of_unchanged_credentials(
     assert sp.get("/api/three")[0] == 200
     assert cognito.count("InitiateAuth") > sign_ins
     assert sp.stop() == 0
+
+
+async def test_a_token_with_a_line_break_is_never_injected(
+        apigw: FakeApiGateway, make_proxy: MakeProxy, tmp_path: Path) -> None:
+    # An IdP (or something between) answering with a "token" that would add a header line.
+    fake = FakeCognito()
+    await fake.start()
+    good = make_pool(fake)
+    from aiohttp import web
+
+    async def tampered(request: web.Request) -> web.Response:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(fake.url + "/", data=await request.read(),
+                              headers=dict(request.headers)) as r:
+                body = await r.json(content_type=None)
+        result = body.get("AuthenticationResult")
+        if result:
+            result["IdToken"] += TAMPER
+        return web.json_response(body, content_type="application/x-amz-json-1.1")
+
+    app = web.Application()
+    app.router.add_post("/", tampered)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        text = good.config(apigw.url, flow="password").replace(fake.url, f"http://127.0.0.1:{port}")
+        client = await make_proxy(text, env={"XDG_CACHE_HOME": str(tmp_path)})
+        resp = await client.get("/api/x")
+        assert resp.status == 503
+        assert not apigw.seen
+    finally:
+        await runner.cleanup()
+        await fake.stop()

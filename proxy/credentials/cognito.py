@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 import math
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,9 @@ class _Token:
     guard: float
     wall_expires: float
     claims: dict[str, Any]
+
+
+_JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 
 class CognitoSource(CredentialSource):
@@ -203,6 +207,9 @@ class CognitoSource(CredentialSource):
         jwt_text = tokens.access_token if self._cfg.token == "access" else tokens.id_token
         if not jwt_text:
             raise ValueError("no ID token in the answer")
+        if not _JWT_SHAPE.fullmatch(jwt_text):
+            # It goes into a header line as is; base64 decoding alone would let a line break by.
+            raise ValueError("the token is not a compact JWT")
         claims: dict[str, Any] = jwt.decode(jwt_text, options={"verify_signature": False})
         lifetime = float(claims["exp"] - claims["iat"]) if "iat" in claims else tokens.expires_in
         if lifetime <= 0:

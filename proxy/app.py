@@ -19,7 +19,7 @@ from proxy.config import Config
 from proxy.cors import CorsPolicy
 from proxy.credentials import CredentialSource, CredentialsUnavailable, build_sources
 from proxy.errors import error_response
-from proxy.forward import SKIP_AUTO_HEADERS, Exchange, Replay, forward
+from proxy.forward import SKIP_AUTO_HEADERS, Exchange, Replay, forward, framing_problem
 from proxy.guard import Guard
 from proxy.hints import build_hinter
 from proxy.history import History
@@ -137,7 +137,7 @@ class Proxy:
         origin = request.headers.get("Origin")
         if rt.cors.is_preflight(request):
             return self._done(request, rt.cors.preflight(request), "-", started, None)
-        problem = target_problem(path)
+        problem = target_problem(path) or framing_problem(request)
         if problem:
             return self._done(request, error_response(400, "bad_request", problem), "-",
                               started, None, origin)

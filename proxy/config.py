@@ -359,6 +359,16 @@ def _header_name(value: str) -> str | None:
         f"is not a valid header name: {value!r}")
 
 
+# The framing and hop-by-hop headers are the proxy's alone (proxy/target.py drops them both
+# ways); letting the config set or remove them would reopen request smuggling.
+_FRAMING = frozenset({"content-length", "transfer-encoding", "host"})
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "te", "trailer", "trailers", "upgrade"})
+
+
+def _why_not(lower_name: str) -> str:
+    return "message framing" if lower_name in _FRAMING else "hop-by-hop"
+
+
 _CRED_KEYS = {
     "static": ("type", "header", "value", "value_file"),
     "cognito": ("type", "flow", "region", "user_pool_id", "client_id", "client_secret",
@@ -449,14 +459,23 @@ def _endpoint(v: _Validator, i: int, data: Any, creds: Mapping[str, Any]) -> End
         v.error(s.sub("tls_verify"), f"CA bundle {tls!r} is not a readable file")
     set_headers = s.get("set_headers", dict, {})
     for key, val in set_headers.items():
-        if _header_name(key) or not isinstance(val, str | int) or _controls(str(val)):
+        low = str(key).lower()
+        if low in _FRAMING or low in _HOP_BY_HOP or low.startswith("proxy-"):
+            v.error(f"{s.sub('set_headers')}.{key}", f"{key} is a {_why_not(low)} header; "
+                    "the proxy sets it itself")
+        elif _header_name(key) or not isinstance(val, str | int) or _controls(str(val)):
             v.error(f"{s.sub('set_headers')}.{key}", "must map a header name to a string "
                     "without line breaks or control characters")
+    remove_headers = s.strings("remove_headers", ())
+    for j, name in enumerate(remove_headers):
+        if name.lower() in _FRAMING:
+            v.error(f"{s.sub('remove_headers')}[{j}]", f"{name} is a {_why_not(name.lower())} "
+                    "header; the proxy sets it itself and it cannot be removed")
     return Endpoint(
         name=name, endpoint=url, auth=None if auth == "none" else auth, prefix=prefix, host=host,
         client_header=s.choice("client_header", ("replace", "keep"), "replace"),  # type: ignore
         set_headers=tuple((k, str(val)) for k, val in set_headers.items()),
-        remove_headers=s.strings("remove_headers", ()),
+        remove_headers=remove_headers,
         timeout=s.get("timeout", float, 30.0, _positive),
         connect_timeout=s.get("connect_timeout", float, 5.0, _positive),
         tls_verify=tls)

@@ -23,7 +23,7 @@ from yarl import URL
 
 from proxy.errors import error_response
 from proxy.respond import Ready, fits
-from proxy.target import HOP_BY_HOP, Upstream
+from proxy.target import FRAMING, Upstream, connection_tokens, is_hop_by_hop
 from proxy.upstream import Answer, Pool, UpstreamError
 
 log = logging.getLogger("authproxy.forward")
@@ -86,18 +86,31 @@ class _KeptBody:
         return b"".join(self.chunks) if self.complete else None
 
 
+def framing_problem(request: web.BaseRequest) -> str | None:
+    """Why the client's hop-by-hop headers cannot be honoured, or None. A Connection header
+    naming Content-Length, Transfer-Encoding or Host asks the proxy to drop the very headers
+    that frame the request: honouring it would let the body run into the next request on a
+    pooled upstream connection (and another client's credential into this one's answer)."""
+    conn = request.headers.getall("Connection", ())
+    if conn and FRAMING & (tokens := connection_tokens(conn)):
+        named = ", ".join(sorted(FRAMING & tokens))
+        return f"the Connection header may not name {named}: framing is the proxy's own"
+    return None
+
+
 def header_list(request: web.BaseRequest, up: Upstream, inject: tuple[str, str] | None,
                 ex: Exchange) -> list[tuple[str, str]]:
-    """The headers sent upstream (Host aside), in the client's order, ours appended."""
+    """The headers sent upstream (Host and framing aside), in the client's order, ours
+    appended."""
     h = request.headers
     out: list[tuple[str, str]] = []
-    conn = h.get("Connection")
-    listed = {t.strip().lower() for t in conn.split(",")} if conn is not None else ()
+    conn = h.getall("Connection", ())
+    listed = connection_tokens(conn) if conn else frozenset()
     drop, auth = up.drop, up.auth_header
     client_has_auth = False
     for name, value in h.items():
         low = name.lower()
-        if low in drop or low in listed:
+        if low in drop or low in listed or low.startswith("proxy-"):
             continue
         if low == auth:
             client_has_auth = True
@@ -129,9 +142,13 @@ def upstream_headers(request: web.BaseRequest, up: Upstream,
 def response_headers(up: Upstream, headers: Iterable[tuple[str, str]], request: web.BaseRequest,
                      extra: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
+    listed: frozenset[str] = frozenset()
+    for name, value in headers:
+        if name.lower() == "connection":
+            listed = listed | connection_tokens([value])
     for name, value in headers:
         low = name.lower()
-        if low in HOP_BY_HOP or low.startswith("access-control-"):
+        if is_hop_by_hop(low) or low in listed or low.startswith("access-control-"):
             continue  # CORS is answered by the proxy alone (`extra`), never twice
         if low == "location":
             value = _local_location(up, value, request)
@@ -178,15 +195,19 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
     data: Any = None
     chunked = False
     if request.body_exists:
-        chunked = "Content-Length" not in request.headers
+        # The framing is ours, from what aiohttp's parser read (the client's own framing
+        # headers are never copied): a length when it had one, else chunked.
+        length = request.content_length
+        chunked = length is None
+        if length is not None:
+            headers.append(("Content-Length", str(length)))
         if replay is not None:
             kept = _KeptBody(request.content)
             data = kept.stream()
         else:
             data = request.content.iter_any()
     method = request.method
-    if (data is None and method not in _NO_BODY_METHODS
-            and "Content-Length" not in request.headers):
+    if data is None and method not in _NO_BODY_METHODS:
         # As aiohttp's client did: some servers answer a bodiless POST without it with 411.
         headers.append(("Content-Length", "0"))
     started = time.perf_counter()

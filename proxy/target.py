@@ -16,14 +16,27 @@ from proxy.upstream import Endpoint as PoolEndpoint
 
 Hinter = Callable[[int, bytes, list[tuple[str, str]]], str | None]
 
+# Proxy-* names are hop-by-hop too (any of them, not only these): see is_hop_by_hop.
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
     "te", "trailer", "trailers", "transfer-encoding", "upgrade",
 })
-# Never sent upstream: Host is the upstream's own, the X-Forwarded-* and X-Request-Id are ours
-# to set (appended last), and the shared secret guards this proxy only.
-REQUEST_DROP = HOP_BY_HOP | {"host", "x-authproxy-secret", "x-forwarded-for",
-                             "x-forwarded-proto", "x-forwarded-host", "x-request-id"}
+# The headers that frame a message. Only the proxy sets them: a client's Connection header
+# naming one is refused, and the config may neither set nor remove them.
+FRAMING = frozenset({"content-length", "transfer-encoding", "host"})
+# Never sent upstream: Host and the framing are the proxy's own, the X-Forwarded-* and
+# X-Request-Id are ours to set (appended last), and the shared secret guards this proxy only.
+REQUEST_DROP = HOP_BY_HOP | FRAMING | {"x-authproxy-secret", "x-forwarded-for",
+                                       "x-forwarded-proto", "x-forwarded-host", "x-request-id"}
+
+
+def is_hop_by_hop(lower_name: str) -> bool:
+    return lower_name in HOP_BY_HOP or lower_name.startswith("proxy-")
+
+
+def connection_tokens(values: list[str]) -> frozenset[str]:
+    """The lower-case names listed in every Connection header of a message."""
+    return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
 
 
 @dataclass(frozen=True)

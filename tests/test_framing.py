@@ -1,0 +1,154 @@
+"""Message framing is the proxy's alone: raw-socket tests of what reaches the upstream and the
+client, byte for byte (smuggling through Connection, hop-by-hop headers both ways, HTTP/1.0
+framing, early answers, stalled clients)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from raw_http import RawRequest, RawUpstream, port_of, raw_exchange, served, statuses
+
+from proxy.config import ConfigError, parse_config
+from proxy.fakes.apigw import FakeApiGateway
+
+pytestmark = pytest.mark.timeout(60)
+TOKEN = "Bearer injected-secret-token-0123456789"
+
+
+def config(url: str, extra: str = "", listen: str = "") -> str:
+    return f"""
+listen: {{{listen}}}
+credentials:
+  tok: {{type: static, value: "{TOKEN}"}}
+endpoints:
+  - name: api
+    endpoint: {url}/Development
+    auth: tok
+{extra}"""
+
+
+# --- smuggling through Connection ----------------------------------------------------------
+
+SMUGGLED = (b"GET /Development/smuggled HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Length: 300\r\n\r\n")
+
+
+@pytest.mark.parametrize("connection", [b"Content-Length", b"keep-alive, content-length",
+                                        b"Transfer-Encoding", b"host", b"close, Host"])
+async def test_connection_naming_a_framing_header_is_refused_and_nothing_is_smuggled(
+        connection: bytes, apigw: FakeApiGateway) -> None:
+    async with served(config(apigw.url)) as running:
+        port = port_of(running)
+        attack = (b"POST /api/x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: " + connection
+                  + b"\r\nContent-Length: %d\r\n\r\n%b" % (len(SMUGGLED), SMUGGLED))
+        answer = await raw_exchange(port, attack, timeout=2)
+        # The next client, whose injected token the smuggled request would swallow as its body.
+        victim = await raw_exchange(port, b"GET /api/victim HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                          b"Connection: close\r\n\r\n")
+    assert statuses(answer)[:1] == [400], answer[:300]
+    body = json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert body["error"] == "bad_request" and "Connection" in body["message"]
+    assert statuses(victim) == [200]
+    paths = [s.raw_path for s in apigw.seen]
+    assert paths == ["/Development/victim"], paths
+    assert TOKEN.encode() not in answer
+
+
+async def test_every_request_reaches_the_upstream_framed_once(apigw: FakeApiGateway) -> None:
+    """The same pooled upstream connection carries many clients' requests; none may run into
+    another, whatever hop-by-hop headers the clients send."""
+    upstream = RawUpstream()
+    url = await upstream.start()
+    try:
+        async with served(config(url)) as running:
+            port = port_of(running)
+            shapes = [
+                b"POST /api/a HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n"
+                b"Connection: keep-alive\r\n\r\nhello",
+                b"POST /api/b HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
+                b"Trailer: X-T\r\nTE: trailers\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n",
+                b"POST /api/c HTTP/1.0\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nxyz",
+                b"PUT /api/d HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n",
+                b"DELETE /api/e HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            ]
+            for shape in shapes:
+                answer = await raw_exchange(port, shape + b"", timeout=2, until_close=False)
+                assert statuses(answer) == [200], (shape, answer)
+    finally:
+        await upstream.stop()
+    assert not upstream.errors, upstream.errors
+    got = [(r.line, r.body) for r in upstream.requests]
+    assert got == [("POST /Development/a HTTP/1.1", b"hello"),
+                   ("POST /Development/b HTTP/1.1", b"abc"),
+                   ("POST /Development/c HTTP/1.1", b"xyz"),
+                   ("PUT /Development/d HTTP/1.1", b""),
+                   ("DELETE /Development/e HTTP/1.1", b"")], got
+    for r in upstream.requests:
+        assert r.headers("Authorization") == [TOKEN]
+        assert len(r.headers("Host")) == 1
+
+
+@pytest.mark.parametrize("where, header", [
+    ("remove_headers", "Content-Length"), ("remove_headers", "transfer-encoding"),
+    ("remove_headers", "Host"), ("set_headers", "Content-Length"),
+    ("set_headers", "Transfer-Encoding"), ("set_headers", "HOST"),
+    ("set_headers", "Connection")])
+def test_config_cannot_touch_framing_headers(where: str, header: str) -> None:
+    value = f"[{header}]" if where == "remove_headers" else f'{{{header}: "1"}}'
+    text = config("https://x.execute-api.us-east-1.amazonaws.com",
+                  f"    {where}: {value}\n")
+    with pytest.raises(ConfigError) as e:
+        parse_config(text)
+    (problem,) = e.value.problems
+    assert problem.path.startswith(f"endpoints[0].{where}"), problem
+    assert problem.line == 9
+    assert "framing" in problem.message or "hop-by-hop" in problem.message
+
+
+# --- hop-by-hop both ways ----------------------------------------------------------------
+
+async def test_proxy_and_trailer_request_headers_do_not_reach_the_upstream() -> None:
+    upstream = RawUpstream()
+    url = await upstream.start()
+    try:
+        async with served(config(url)) as running:
+            await raw_exchange(port_of(running), (
+                b"GET /api/x HTTP/1.1\r\nHost: localhost\r\nProxy-Authorization: Basic eDp5\r\n"
+                b"Proxy-Connection: keep-alive\r\nProxy-Foo: 1\r\nTrailer: X-Checksum\r\n"
+                b"TE: trailers\r\nKeep-Alive: timeout=5\r\nX-Kept: yes\r\n"
+                b"Connection: close\r\n\r\n"))
+    finally:
+        await upstream.stop()
+    (req,) = upstream.requests
+    names = {line.split(b":")[0].lower() for line in req.head.split(b"\r\n")[1:]}
+    for gone in (b"proxy-authorization", b"proxy-connection", b"proxy-foo", b"trailer", b"te",
+                 b"keep-alive", b"connection"):
+        assert gone not in names, req.head
+    assert req.headers("X-Kept") == ["yes"]
+
+
+async def test_headers_the_upstream_names_in_connection_do_not_reach_the_client() -> None:
+    async def answer(req: RawRequest, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: X-Secret-Hop, keep-alive\r\n"
+                     b"X-Secret-Hop: internal\r\nKeep-Alive: timeout=5, max=100\r\n"
+                     b"Proxy-Authenticate: Basic\r\nX-Kept: yes\r\n"
+                     b"Content-Length: 2\r\n\r\nok")
+        return True
+    upstream = RawUpstream(answer)
+    url = await upstream.start()
+    try:
+        async with served(config(url)) as running:
+            for close in (b"", b"Connection: close\r\n"):
+                got = await raw_exchange(port_of(running), b"GET /api/x HTTP/1.1\r\n"
+                                         b"Host: localhost\r\n" + close + b"\r\n",
+                                         timeout=2, until_close=bool(close))
+                head = got.partition(b"\r\n\r\n")[0].lower()
+                assert head.startswith(b"http/1.1 200"), got
+                assert b"x-secret-hop" not in head and b"keep-alive:" not in head, got
+                assert b"proxy-authenticate" not in head
+                assert b"x-kept: yes" in head
+    finally:
+        await upstream.stop()

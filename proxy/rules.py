@@ -26,10 +26,11 @@ class RuleTable:
         for ep in endpoints:
             host = ep.host.lower() if ep.host else None
             self._tables.setdefault(host, {})[ep.prefix] = ep
+        self._by_host = any(host is not None for host in self._tables)
 
     def match(self, host: str | None, path: str) -> Match | None:
         """`host` is the Host header (any port is ignored); `path` is the raw path, no query."""
-        if host and len(self._tables) > 1:
+        if host and self._by_host:
             name = _strip_port(host)
             table = self._tables.get(name)
             if table is not None:

@@ -44,3 +44,19 @@ def test_no_match_without_a_catch_all() -> None:
     assert table.match("other.localhost", "/x") is None
     m = table.match("h.localhost:1", "/x")
     assert m is not None and m.endpoint.name == "h"
+
+
+def test_a_table_of_host_endpoints_only_routes_by_host() -> None:
+    for table in (
+            RuleTable([Endpoint("orders", "https://o.example", prefix="/",
+                                host="orders.localhost")]),
+            RuleTable([Endpoint("orders", "https://o.example", prefix="/",
+                                host="orders.localhost"),
+                       Endpoint("admin", "https://a.example", prefix="/admin",
+                                host="orders.localhost")])):
+        m = table.match("orders.localhost:8080", "/items")
+        assert m is not None and (m.endpoint.name, m.rest) == ("orders", "/items")
+        m = table.match("ORDERS.localhost", "/")
+        assert m is not None and m.endpoint.name == "orders"
+        assert table.match("localhost:8080", "/items") is None
+        assert table.match(None, "/items") is None

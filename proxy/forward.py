@@ -22,7 +22,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from proxy.errors import error_response
-from proxy.respond import Ready, fits
+from proxy.respond import Relay, bodiless
 from proxy.target import FRAMING, Upstream, connection_tokens, is_hop_by_hop
 from proxy.upstream import Answer, Pool, UpstreamError
 
@@ -159,11 +159,16 @@ def response_headers(up: Upstream, headers: Iterable[tuple[str, str]], request: 
 
 def _local_location(up: Upstream, location: str, request: web.BaseRequest) -> str:
     """A redirect to a place under the upstream base points back through the proxy."""
+    if location.startswith("//"):
+        # Scheme-relative: another site unless it names the upstream itself.
+        location = f"{up.scheme}:{location}" if _under(
+            f"{up.scheme}:{location}", up.origin + up.base_path) else location
     absolute = up.origin + up.base_path
     if _under(location, absolute):
         host = request.headers.get("Host", "localhost")
         return f"{request.scheme}://{host}{up.local_prefix}{location[len(absolute):] or '/'}"
-    if location.startswith("/") and _under(location, up.base_path):
+    if location.startswith("/") and not location.startswith("//") \
+            and _under(location, up.base_path):
         return f"{up.local_prefix}{location[len(up.base_path):]}" or "/"
     return location
 
@@ -254,20 +259,16 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
         if answer.done and answer.error is None:
             # All of it is here already: one write for headers and body.
             body = first + b"".join(answer.chunks)
-            ex.bytes_out = len(body) if method != "HEAD" else 0
-            if fits(request, status, body):
-                return Ready(status, answer.reason, out, body)
-            return web.Response(status=status, reason=answer.reason, headers=out, body=body)
-        resp = web.StreamResponse(status=status, reason=answer.reason, headers=out)
-        await resp.prepare(request)
-        if first:
-            await resp.write(first)
-            ex.bytes_out += len(first)
+            ex.bytes_out = len(body) if not bodiless(method, status) else 0
+            return Relay(request, status, answer.reason, out, body=body)
+        relay = resp = Relay(request, status, answer.reason, out, length=_length(answer))
+        await relay.prepare(request)
+        await relay.send(first)
         while chunk := await answer.read():
-            await resp.write(chunk)
-            ex.bytes_out += len(chunk)
-        await resp.write_eof()
-        return resp
+            await relay.send(chunk)
+        await relay.finish()
+        ex.bytes_out = relay.bytes_sent
+        return relay
     except UpstreamError as e:
         if e.kind in ("reset", "broken") and _client_gone(request):
             return _gone(resp, ex)
@@ -291,6 +292,14 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
     finally:
         if answer is not None:
             answer.close()
+
+
+def _length(answer: Answer) -> int | None:
+    """The body length the upstream declared, if it framed the body by one."""
+    for name, value in answer.headers:
+        if name.lower() == "content-length":
+            return int(value) if value.isdigit() else None
+    return None
 
 
 def _small(answer: Answer) -> bool:
@@ -326,12 +335,16 @@ def _client_gone(request: web.BaseRequest) -> bool:
 def _gone(resp: web.StreamResponse | None, ex: Exchange) -> web.StreamResponse:
     ex.error = "client disconnected"
     ex.status = ex.status or 499
+    if isinstance(resp, Relay):
+        ex.bytes_out = resp.bytes_sent
     return resp or web.Response(status=499)
 
 
 def _fail(request: web.BaseRequest, resp: web.StreamResponse | None, ex: Exchange, status: int,
           code: str, message: str) -> web.StreamResponse:
     ex.error = message
+    if isinstance(resp, Relay):
+        ex.bytes_out = resp.bytes_sent
     if resp is not None and resp.prepared:
         # The status line is gone; cutting the connection is the only way left to say "broken".
         if request.transport is not None:

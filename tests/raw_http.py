@@ -158,3 +158,54 @@ async def served(text: str, env: dict[str, str] | None = None) -> AsyncIterator[
 
 def port_of(running: Running) -> int:
     return int(running.url.rsplit(":", 1)[1])
+
+
+@dataclass
+class RawResponse:
+    head: bytes
+    body: bytes
+    framing: str  # "length", "chunked", "close" or "none" (HEAD, 204, 304)
+
+    @property
+    def status(self) -> int:
+        return int(self.head.split(b" ", 2)[1])
+
+    def headers(self, name: str) -> list[bytes]:
+        out = []
+        for raw in self.head.split(b"\r\n")[1:]:
+            k, _, v = raw.partition(b":")
+            if k.strip().lower() == name.lower().encode():
+                out.append(v.strip())
+        return out
+
+
+def parse_responses(data: bytes, head_request: bool = False) -> list[RawResponse]:
+    """Split what a client received into answers by their own framing; an answer without a
+    length takes everything up to the end (the connection's close delimits it)."""
+    out: list[RawResponse] = []
+    while data:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        assert sep, f"unterminated head: {data[:200]!r}"
+        resp = RawResponse(head, b"", "none")
+        te = [v.lower() for v in resp.headers("Transfer-Encoding")]
+        cl = resp.headers("Content-Length")
+        if head_request or resp.status in (204, 304) or resp.status < 200:
+            data = rest
+        elif te:
+            assert te == [b"chunked"] and not cl, head
+            body = b""
+            while True:
+                size_line, _, rest = rest.partition(b"\r\n")
+                size = int(size_line, 16)
+                body, rest = body + rest[:size], rest[size + 2:]
+                if size == 0:
+                    break
+            resp.body, resp.framing, data = body, "chunked", rest
+        elif cl:
+            assert len(cl) == 1, head
+            n = int(cl[0])
+            resp.body, resp.framing, data = rest[:n], "length", rest[n:]
+        else:
+            resp.body, resp.framing, data = rest, "close", b""
+        out.append(resp)
+    return out

@@ -8,7 +8,15 @@ import asyncio
 import json
 
 import pytest
-from raw_http import RawRequest, RawUpstream, port_of, raw_exchange, served, statuses
+from raw_http import (
+    RawRequest,
+    RawUpstream,
+    parse_responses,
+    port_of,
+    raw_exchange,
+    served,
+    statuses,
+)
 
 from proxy.config import ConfigError, parse_config
 from proxy.fakes.apigw import FakeApiGateway
@@ -152,3 +160,94 @@ async def test_headers_the_upstream_names_in_connection_do_not_reach_the_client(
                 assert b"x-kept: yes" in head
     finally:
         await upstream.stop()
+
+
+# --- answers passed back exactly, and framed for the client -------------------------------
+
+def _answer_with(head: bytes, body: bytes, *, pause: float = 0.0, close: bool = False):  # type: ignore[no-untyped-def]
+    async def answer(req: RawRequest, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> bool:
+        writer.write(head)
+        if pause:
+            await writer.drain()
+            await asyncio.sleep(pause)
+        if not req.line.startswith("HEAD"):
+            writer.write(body)
+        return not close
+    return answer
+
+
+CLIENTS = {
+    "1.1": (b"GET", b"HTTP/1.1", b""),
+    "1.1-close": (b"GET", b"HTTP/1.1", b"Connection: close\r\n"),
+    "1.0": (b"GET", b"HTTP/1.0", b""),
+    "1.0-keep-alive": (b"GET", b"HTTP/1.0", b"Connection: keep-alive\r\n"),
+    "head": (b"HEAD", b"HTTP/1.1", b"Connection: close\r\n"),
+}
+
+
+@pytest.mark.parametrize("client", sorted(CLIENTS))
+@pytest.mark.parametrize("streamed", [False, True], ids=["complete", "streamed"])
+async def test_answer_headers_pass_byte_for_byte_and_nothing_is_invented(
+        client: str, streamed: bool) -> None:
+    body = b"I'm a teapot"
+    head = (b"HTTP/1.1 418 I'm a teapot\r\nX-Latin: caf\xe9\r\nX-Utf8: caf\xc3\xa9\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body))
+    upstream = RawUpstream(_answer_with(head, body, pause=0.2 if streamed else 0))
+    url = await upstream.start()
+    method, version, extra = CLIENTS[client]
+    try:
+        async with served(config(url)) as running:
+            got = await raw_exchange(port_of(running), method + b" /api/x " + version
+                                     + b"\r\nHost: localhost\r\n" + extra + b"\r\n",
+                                     timeout=1.5)
+    finally:
+        await upstream.stop()
+    (resp,) = parse_responses(got, head_request=method == b"HEAD")
+    assert resp.status == 418
+    assert resp.headers("X-Latin") == [b"caf\xe9"], resp.head
+    assert resp.headers("X-Utf8") == [b"caf\xc3\xa9"], resp.head
+    assert resp.headers("Content-Type") == [], resp.head  # the upstream sent none
+    if method == b"HEAD":
+        assert resp.headers("Content-Length") == [b"%d" % len(body)]
+    else:
+        assert resp.body == body and resp.framing == "length"
+
+
+async def test_http10_keep_alive_with_a_close_delimited_answer_is_framed_or_closed() -> None:
+    body = b"x" * 5000 + b"END"
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n"  # no length: ends at close
+    upstream = RawUpstream(_answer_with(head, body, pause=0.2, close=True))
+    url = await upstream.start()
+    one = b"GET /api/one HTTP/1.0\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n"
+    two = b"GET /api/two HTTP/1.0\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n"
+    try:
+        async with served(config(url)) as running:
+            got = await raw_exchange(port_of(running), one + two, timeout=3)
+    finally:
+        await upstream.stop()
+    answers = parse_responses(got)
+    assert answers[0].status == 200 and answers[0].body == body, got[-200:]
+    if answers[0].framing == "close":
+        assert len(answers) == 1  # and the proxy closed the connection after it
+    else:
+        assert answers[0].framing == "length"
+        assert [a.status for a in answers[1:]] == [200]
+
+
+@pytest.mark.parametrize("location", ["//other.example/elsewhere", "//127.0.0.1/Development/x",
+                                      "https://other.example/x", "/elsewhere"])
+async def test_a_location_outside_the_upstream_base_passes_unchanged(location: str) -> None:
+    head = (b"HTTP/1.1 302 Found\r\nLocation: " + location.encode()
+            + b"\r\nContent-Length: 0\r\n\r\n")
+    upstream = RawUpstream(_answer_with(head, b""))
+    url = await upstream.start()
+    try:
+        async with served(config(url).replace("/Development", "")) as running:
+            got = await raw_exchange(port_of(running), b"GET /api/x HTTP/1.1\r\n"
+                                     b"Host: localhost\r\nConnection: close\r\n\r\n")
+    finally:
+        await upstream.stop()
+    (resp,) = parse_responses(got)
+    want = location if location != "/elsewhere" else "/api/elsewhere"
+    assert resp.headers("Location") == [want.encode()], resp.head

@@ -83,7 +83,7 @@ class Relay(web.StreamResponse):
             lines.append("Connection: keep-alive")
         lines.append("\r\n")
         # The upstream's bytes were decoded with surrogateescape: this gives them back exactly.
-        self._head = "\r\n".join(lines).encode("utf-8", "surrogateescape")
+        self._head: bytes | None = "\r\n".join(lines).encode("utf-8", "surrogateescape")
         self._complete = b"" if none else body
         self._keep_alive = keep_alive
         self._request = request

@@ -52,7 +52,8 @@ def build_runtime(config: Config, keep: dict[str, CredentialSource] | None = Non
     sources.update((n, s) for n, s in old.items() if n in config.credentials)
     upstreams = {ep.name: Upstream.build(
         ep, sources[ep.auth].header_name if ep.auth else None,
-        build_hinter(ep, config.credentials[ep.auth] if ep.auth else None))
+        build_hinter(ep, config.credentials[ep.auth] if ep.auth else None),
+        config.listen.header_timeout)
         for ep in config.endpoints}
     guard = Guard(config.listen, config.cors)
     if port is not None:

@@ -31,6 +31,8 @@ class Listen:
     allowed_hosts: tuple[str, ...] = ()  # Host names accepted besides the loopback names
     shared_secret: Secret | None = None  # required X-Authproxy-Secret value, if set
     drain_timeout: float = 10.0  # seconds in-flight requests get after SIGTERM
+    header_timeout: float = 10.0  # seconds to send a whole request head, and to keep a body moving
+    keepalive_timeout: float = 75.0  # seconds an idle keep-alive client connection is kept
 
 
 @dataclass(frozen=True)
@@ -485,14 +487,16 @@ def _validate(data: Any, v: _Validator, source: str) -> Config:
     top = v.section(data, "", ("listen", "credentials", "endpoints", "cors", "logging", "admin"))
     ls = v.section(top.data.get("listen"), "listen",
                    ("host", "port", "allowed_hosts", "shared_secret", "shared_secret_file",
-                    "drain_timeout"))
+                    "drain_timeout", "header_timeout", "keepalive_timeout"))
     listen = Listen(
         host=ls.get("host", str, "127.0.0.1"),
         port=ls.get("port", int, 8080, lambda p: None if 0 <= p < 65536 else "must be 0-65535"),
         allowed_hosts=tuple(h.lower() for h in ls.strings("allowed_hosts", ())),
         shared_secret=ls.secret("shared_secret"),
         drain_timeout=ls.get("drain_timeout", float, 10.0, lambda t: None if t >= 0 else
-                             "must be 0 or more"))
+                             "must be 0 or more"),
+        header_timeout=ls.get("header_timeout", float, 10.0, _positive),
+        keepalive_timeout=ls.get("keepalive_timeout", float, 75.0, _positive))
 
     raw_creds = top.get("credentials", dict, {})
     credentials: dict[str, Credential] = {}

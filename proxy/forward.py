@@ -62,18 +62,41 @@ Replay = Callable[[], Awaitable[tuple[str, str] | None]]
 HINT_BODY_LIMIT = 8192  # API Gateway's own error bodies are a few dozen bytes
 
 
+class ClientStalled(Exception):
+    """The client's body stopped moving for listen.header_timeout."""
+
+
+async def _client_body(content: aiohttp.StreamReader, stall: float) -> AsyncIterator[bytes]:
+    """The client's body as it arrives. What is already buffered is taken without waiting;
+    a wait longer than `stall` ends the exchange, so a client that stops mid-body cannot hold
+    an upstream connection (and its own) for as long as it likes."""
+    while True:
+        chunk = content.read_nowait(-1)
+        if not chunk:
+            if content.at_eof():
+                return
+            try:
+                async with asyncio.timeout(stall):
+                    chunk = await content.readany()
+            except TimeoutError:
+                raise ClientStalled() from None
+            if not chunk:
+                return
+        yield chunk
+
+
 class _KeptBody:
     """Streams the client's body upstream while keeping a copy of up to MAX_REPLAY_BODY bytes,
     so that a request refused with 401 can be sent again after a token refresh."""
 
-    def __init__(self, content: aiohttp.StreamReader) -> None:
+    def __init__(self, content: AsyncIterator[bytes]) -> None:
         self.content = content
         self.chunks: list[bytes] = []
         self.size = 0
         self.complete = False
 
     async def stream(self) -> AsyncIterator[bytes]:
-        async for chunk in self.content.iter_any():
+        async for chunk in self.content:
             self.size += len(chunk)
             if self.size <= MAX_REPLAY_BODY:
                 self.chunks.append(chunk)
@@ -206,11 +229,10 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
         chunked = length is None
         if length is not None:
             headers.append(("Content-Length", str(length)))
+        data = _client_body(request.content, up.client_timeout)
         if replay is not None:
-            kept = _KeptBody(request.content)
+            kept = _KeptBody(data)
             data = kept.stream()
-        else:
-            data = request.content.iter_any()
     method = request.method
     if data is None and method not in _NO_BODY_METHODS:
         # As aiohttp's client did: some servers answer a bodiless POST without it with 411.
@@ -273,6 +295,21 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
         if e.kind in ("reset", "broken") and _client_gone(request):
             return _gone(resp, ex)
         return _fail(request, resp, ex, 502, "upstream_unreachable", _message(up, e))
+    except ClientStalled:
+        ex.error = (f"the request body stopped for {up.client_timeout:g} s "
+                    "(listen.header_timeout)")
+        if resp is not None and resp.prepared:
+            return _fail(request, resp, ex, 408, "request_timeout", ex.error)
+        ex.status = 408
+        stalled = error_response(408, "request_timeout", ex.error)
+        stalled.headers["X-Request-Id"] = ex.request_id
+        stalled.force_close()
+        # Sent now and the connection closed after it: aiohttp would otherwise linger, reading
+        # the rest of a body that is not coming.
+        await stalled.prepare(request)
+        await stalled.write_eof()
+        request.protocol.force_close()
+        return stalled
     except TimeoutError:
         return _fail(request, resp, ex, 504, "upstream_timeout",
                      f"{up.origin} did not answer within {up.timeout:g} s "

@@ -62,10 +62,11 @@ class Upstream:
     host_header: str = ""
     target_prefix: str = ""  # the origin when talking to a plain HTTP proxy (absolute-form)
     proxy_line: str = ""  # its Proxy-Authorization header line, when the proxy URL has one
+    client_timeout: float = 10.0  # listen.header_timeout: how long a client body may stall
 
     @classmethod
     def build(cls, ep: Endpoint, auth_header: str | None,
-              hint: Hinter | None = None) -> Upstream:
+              hint: Hinter | None = None, client_timeout: float = 10.0) -> Upstream:
         url = URL(ep.endpoint, encoded=True)
         assert url.host is not None and url.port is not None
         origin = f"{url.scheme}://{url.raw_authority}"
@@ -87,7 +88,7 @@ class Upstream:
             endpoint=pool_ep,
             host_header=host_header, target_prefix=f"http://{host_header}" if plain else "",
             proxy_line=f"Proxy-Authorization: {pool_ep.proxy_auth}\r\n"
-            if plain and pool_ep.proxy_auth else "")
+            if plain and pool_ep.proxy_auth else "", client_timeout=client_timeout)
 
     def url(self, rest: str, query: str) -> URL:
         # Built from parts, so nothing in the request can change scheme, host or port.

@@ -68,7 +68,19 @@ class Pool:
             try:
                 conn.transport.write(head)  # type: ignore[union-attr]
                 if body is not None:
-                    await _send_body(conn, body, chunked)
+                    answer.sending = True
+                    try:
+                        await _send_body(conn, body, chunked, answer)
+                    except (UpstreamError, OSError):
+                        if not answer.got_head:
+                            raise
+                        # It answered (and maybe closed) before taking the whole body, as API
+                        # Gateway does with its 413: that answer is the one to pass back.
+                        answer.cut = True
+                    finally:
+                        answer.sending = False
+                    if answer.done:
+                        answer.release()  # it finished while the body was going out
                 await answer.head()
                 return answer
             except UpstreamError as e:
@@ -184,7 +196,8 @@ class Pool:
         self.idle.clear()
 
 
-async def _send_body(conn: Conn, body: bytes | AsyncIterable[bytes], chunked: bool) -> None:
+async def _send_body(conn: Conn, body: bytes | AsyncIterable[bytes], chunked: bool,
+                     answer: Answer) -> None:
     transport = conn.transport
     assert transport is not None
     if isinstance(body, bytes):
@@ -194,12 +207,17 @@ async def _send_body(conn: Conn, body: bytes | AsyncIterable[bytes], chunked: bo
             transport.write(body)
         return
     async for chunk in body:
+        if answer.refused_early():
+            # A refusal before the body is all there: sending the rest helps nobody, and the
+            # connection, left mid-body, can carry nothing else.
+            answer.cut = True
+            return
         if conn.closed:
             conn.check()
         if not chunk:
             continue
         transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
         if conn.paused:
-            await conn.drain()
+            await conn.drain(answer)
     if chunked:
         transport.write(b"0\r\n\r\n")

@@ -31,7 +31,7 @@ class UpstreamError(Exception):
 class Answer:
     __slots__ = ("conn", "status", "reason", "headers", "chunks", "size", "done", "error",
                  "waiter", "head_only", "got_head", "interim", "framed", "got_bytes", "deadline",
-                 "keep_alive", "released")
+                 "keep_alive", "released", "cut", "sending")
 
     def __init__(self, conn: Conn, head_only: bool) -> None:
         self.conn = conn
@@ -51,6 +51,14 @@ class Answer:
         self.deadline = 0.0  # loop time by which the whole answer must be in
         self.keep_alive = False
         self.released = False
+        self.cut = False  # the request's body was not sent whole: never reuse the connection
+        # The request body is still going out: even a finished answer keeps the connection
+        # until then, or another request could be written into the middle of this body.
+        self.sending = False
+
+    def refused_early(self) -> bool:
+        """A final error answer arrived while the request body was still going out."""
+        return self.got_head and self.status >= 400
 
     def wake(self) -> None:
         w = self.waiter
@@ -96,12 +104,13 @@ class Answer:
         self.wake()
 
     def release(self) -> None:
-        if not self.released:
+        if not self.released and not self.sending:
             self.released = True
             conn = self.conn
             if conn.answer is self:
                 conn.answer = None
-            conn.pool.release(conn, self.done and self.keep_alive and self.error is None)
+            conn.pool.release(conn, self.done and self.keep_alive and self.error is None
+                              and not self.cut)
             conn.pool.watched.discard(self)
 
     def close(self) -> None:
@@ -179,8 +188,8 @@ class Conn(asyncio.Protocol):
         if d is not None and not d.done():
             d.set_result(None)
 
-    async def drain(self) -> None:
-        while self.paused and not self.closed:
+    async def drain(self, answer: Answer) -> None:
+        while self.paused and not self.closed and not answer.refused_early():
             self._drain = asyncio.get_running_loop().create_future()
             await self._drain
         self.check()
@@ -248,6 +257,9 @@ class Conn(asyncio.Protocol):
             a.finish()
         else:
             a.wake()
+        d = self._drain
+        if d is not None and not d.done():
+            d.set_result(None)  # a sender waiting to write more may not need to
 
     def on_body(self, body: bytes) -> None:
         a = self.answer

@@ -5,6 +5,7 @@ framing, early answers, stalled clients)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import pytest
@@ -251,3 +252,79 @@ async def test_a_location_outside_the_upstream_base_passes_unchanged(location: s
     (resp,) = parse_responses(got)
     want = location if location != "/elsewhere" else "/api/elsewhere"
     assert resp.headers("Location") == [want.encode()], resp.head
+
+
+# --- early answers and stalled clients ------------------------------------------------------
+
+async def test_an_upstream_answer_before_the_whole_body_reaches_the_client() -> None:
+    """API Gateway answers 413 to a payload over 10 MB before reading it, then closes (as
+    servers do, with a lingering close: it reads and drops what still comes for a moment, so
+    that its answer is not lost to a reset)."""
+    message = b'{"message":"Request Too Long"}'
+
+    async def too_long(req: RawRequest, reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: application/json"
+                     b"\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%b"
+                     % (len(message), message))
+        await writer.drain()
+        writer.write_eof()
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            async with asyncio.timeout(3):
+                while await reader.read(65536):
+                    pass
+        return False
+    upstream = RawUpstream(too_long, read_body=False)
+    url = await upstream.start()
+    size = 12 * 1024 * 1024
+    try:
+        async with served(config(url)) as running:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port_of(running))
+            writer.write(b"POST /api/upload HTTP/1.1\r\nHost: localhost\r\n"
+                         b"Content-Length: %d\r\n\r\n" % size)
+
+            async def send_body() -> None:
+                chunk = b"z" * 65536
+                try:
+                    for _ in range(size // len(chunk)):
+                        writer.write(chunk)
+                        await writer.drain()
+                except ConnectionError:
+                    pass  # the proxy may stop reading once the answer is back
+            sender = asyncio.create_task(send_body())
+            async with asyncio.timeout(10):
+                head = await reader.readuntil(b"\r\n\r\n")
+                resp = parse_responses(head + await reader.read(400))[0]
+            sender.cancel()
+            writer.transport.abort()
+    finally:
+        await upstream.stop()
+    assert resp.status == 413, resp.head
+    assert resp.body == message
+    assert resp.headers("X-Authproxy-Error") == []
+
+
+async def test_a_body_that_stops_moving_gets_408_and_the_upstream_exchange_is_cancelled() -> None:
+    upstream = RawUpstream()
+    url = await upstream.start()
+    loop = asyncio.get_running_loop()
+    try:
+        async with served(config(url, listen="header_timeout: 0.5")) as running:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port_of(running))
+            writer.write(b"POST /api/slow HTTP/1.1\r\nHost: localhost\r\n"
+                         b"Content-Length: 1000\r\n\r\n" + b"a" * 10)
+            started = loop.time()
+            async with asyncio.timeout(5):
+                got = await reader.read()  # until the proxy closes
+            took = loop.time() - started
+            writer.close()
+            await asyncio.sleep(0.1)
+    finally:
+        await upstream.stop()
+    (resp,) = parse_responses(got)
+    assert resp.status == 408, got
+    assert json.loads(resp.body)["error"] == "request_timeout"
+    assert resp.headers("X-Request-Id")
+    assert 0.4 < took < 2.5, took
+    # The upstream saw the head, then its connection end without the rest of the body.
+    assert upstream.connections == 1 and not upstream.requests

@@ -15,7 +15,8 @@ import aiohttp
 from aiohttp import web
 
 from proxy.admin import Admin, Metrics
-from proxy.config import Config
+from proxy.client_conn import SUPPORTED_VERSIONS, ProxyServer, request_id, version_refusal
+from proxy.config import Config, Listen
 from proxy.cors import CorsPolicy
 from proxy.credentials import CredentialSource, CredentialsUnavailable, build_sources
 from proxy.errors import error_response
@@ -25,6 +26,7 @@ from proxy.hints import build_hinter
 from proxy.history import History
 from proxy.log import access as log_access
 from proxy.log import access_log, redact_headers
+from proxy.respond import Relay
 from proxy.rules import RuleTable
 from proxy.target import Upstream
 from proxy.upstream import Pool
@@ -128,13 +130,17 @@ class Proxy:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         rt = self.rt
         started = time.perf_counter()
+        if request.version not in SUPPORTED_VERSIONS:
+            return self._done(request, version_refusal(request), "-", started, None)
         denied = rt.guard.check(request)
         if denied is not None:
             return self._done(request, denied, "-", started, None)
         path, _, query = request.raw_path.partition("?")
         prefix = rt.admin_prefix
         if path.startswith(prefix) and path[len(prefix):len(prefix) + 1] in ("", "/"):
-            return self.admin.handle(request, path[len(prefix):])
+            answer = self.admin.handle(request, path[len(prefix):])
+            answer.headers["X-Request-Id"] = request_id(request)
+            return answer
         origin = request.headers.get("Origin")
         if rt.cors.is_preflight(request):
             return self._done(request, rt.cors.preflight(request), "-", started, None)
@@ -183,9 +189,12 @@ class Proxy:
     def _done(self, request: web.BaseRequest, resp: web.StreamResponse, endpoint: str,
               started: float, ex: Exchange | None, origin: str | None = None,
               injected: str | None = None) -> web.StreamResponse:
-        if origin and not resp.prepared:
-            # Let an allowed page read the proxy's own errors too.
-            resp.headers.extend(self.rt.cors.response_headers(origin))
+        if not isinstance(resp, Relay) and not resp.prepared:
+            # The proxy's own answer (an error, a preflight): it carries an id like any other.
+            resp.headers["X-Request-Id"] = ex.request_id if ex else request_id(request)
+            if origin:
+                # Let an allowed page read the proxy's own errors too.
+                resp.headers.extend(self.rt.cors.response_headers(origin))
         status = ex.status if ex else resp.status
         total_ms = (time.perf_counter() - started) * 1000
         self.metrics.observe(endpoint, status, ex.upstream_ms if ex else None)
@@ -248,5 +257,10 @@ def make_server(config: Config) -> tuple[web.Server, Proxy]:
     `Proxy.handle`, which routes by itself (about 8 us of CPU per request less than an
     Application). The caller starts and closes the Proxy."""
     proxy = Proxy(config)
-    return web.Server(proxy.handle, access_log=None, **HANDLER_ARGS), proxy
+    return server_for(proxy, config.listen), proxy
+
+
+def server_for(proxy: Proxy, listen: Listen) -> ProxyServer:
+    return ProxyServer(proxy.handle, access_log=None, header_timeout=listen.header_timeout,
+                       keepalive_timeout=listen.keepalive_timeout, **HANDLER_ARGS)
 

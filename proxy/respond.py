@@ -49,12 +49,12 @@ class Relay(web.StreamResponse):
 
     def __init__(self, request: web.BaseRequest, status: int, reason: str,
                  headers: Iterable[tuple[str, str]], *, body: bytes | None = None,
-                 length: int | None = None) -> None:
+                 length: int | None = None, close: bool = False) -> None:
         super().__init__(status=status, reason=reason)
         none = bodiless(request.method, status)
         if body is not None and not none:
             length = len(body)
-        keep_alive = request.keep_alive
+        keep_alive = request.keep_alive and not close
         lines = [f"HTTP/1.1 {status} {reason}"]
         have_date = False
         for name, value in headers:

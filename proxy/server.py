@@ -6,6 +6,7 @@ import asyncio
 import errno
 import gc
 import logging
+import resource
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,7 +45,19 @@ class Running:
             await self.proxy.close()
 
 
+def _raise_fd_limit() -> None:
+    """Every client and upstream connection is a descriptor; the usual soft limit (1024) is a
+    few hundred clients. The hard limit is what the system allows us: take it."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as e:
+        log.debug("could not raise the open-file limit: %s", e)
+
+
 async def start(config: Config) -> Running:
+    _raise_fd_limit()
     server, proxy = make_server(config)
     runner = web.ServerRunner(server, handle_signals=False,
                               shutdown_timeout=config.listen.drain_timeout)

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import RawTestServer, TestClient
+from aiohttp.test_utils import BaseTestServer, TestClient
+from aiohttp.web import ServerRunner
 
-from proxy.app import HANDLER_ARGS, Proxy
-from proxy.config import parse_config
+from proxy.app import Proxy, server_for
+from proxy.config import Config, parse_config
 from proxy.fakes.apigw import FakeApiGateway
 
 AUTHPROXY = str(Path(sys.executable).parent / "authproxy")
@@ -51,8 +52,7 @@ async def make_proxy(aiohttp_client: Any) -> AsyncIterator[MakeProxy]:
         proxy = Proxy(config)
         await proxy.start()
         started.append(proxy)
-        client: TestClient[Any, Any] = await aiohttp_client(
-            RawTestServer(proxy.handle, **HANDLER_ARGS))
+        client: TestClient[Any, Any] = await aiohttp_client(ProxyTestServer(proxy, config))
         proxy.set_port(client.port)
         PROXIES[client] = proxy
         return client
@@ -60,6 +60,17 @@ async def make_proxy(aiohttp_client: Any) -> AsyncIterator[MakeProxy]:
     yield make
     for proxy in started:
         await proxy.close()
+
+
+class ProxyTestServer(BaseTestServer):
+    """aiohttp's test server around the request handler `authproxy serve` uses."""
+
+    def __init__(self, proxy: Proxy, config: Config, **kwargs: Any) -> None:
+        self._proxy, self._config = proxy, config
+        super().__init__(**kwargs)
+
+    async def _make_runner(self, **kwargs: Any) -> ServerRunner:
+        return ServerRunner(server_for(self._proxy, self._config.listen), **kwargs)
 
 
 PROXIES: weakref.WeakKeyDictionary[TestClient[Any, Any], Proxy] = weakref.WeakKeyDictionary()

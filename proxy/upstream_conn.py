@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from proxy.upstream import Endpoint, Pool
 
 HIGH_WATER = 256 * 1024
+MAX_HEAD = 64 * 1024  # an answer head past this is a 502 (API Gateway's are a few hundred bytes)
 
 
 class UpstreamError(Exception):
@@ -31,7 +32,7 @@ class UpstreamError(Exception):
 class Answer:
     __slots__ = ("conn", "status", "reason", "headers", "chunks", "size", "done", "error",
                  "waiter", "head_only", "got_head", "interim", "framed", "got_bytes", "deadline",
-                 "keep_alive", "released", "cut", "sending")
+                 "keep_alive", "released", "cut", "sending", "head_size")
 
     def __init__(self, conn: Conn, head_only: bool) -> None:
         self.conn = conn
@@ -55,6 +56,7 @@ class Answer:
         # The request body is still going out: even a finished answer keeps the connection
         # until then, or another request could be written into the middle of this body.
         self.sending = False
+        self.head_size = 0  # bytes read before the head was complete
 
     def refused_early(self) -> bool:
         """A final error answer arrived while the request body was still going out."""
@@ -151,12 +153,26 @@ class Conn(asyncio.Protocol):
             self.abort()
             return
         a.got_bytes = True
+        if not a.got_head:
+            a.head_size += len(data)
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # A 101 (or an answer with Upgrade) to a request that asked for none: what follows
+            # is not HTTP, and nothing here can relay it.
+            if self.answer is a:
+                a.fail(UpstreamError("broken", f"unexpected {a.status or 101} Switching "
+                                     "Protocols: the request asked for no upgrade"))
+            self.abort()
         except httptools.HttpParserError as e:
             if self.answer is a:
                 a.fail(UpstreamError("broken", str(e) or type(e).__name__))
             self.abort()
+        else:
+            if not a.got_head and a.head_size > MAX_HEAD:
+                # Checked after every read, so at most one read past the limit is ever held.
+                a.fail(UpstreamError("broken", f"answer head over {MAX_HEAD // 1024} KiB"))
+                self.abort()
 
     def eof_received(self) -> bool:
         return False

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 
 import pytest
 from raw_http import (
@@ -328,3 +329,56 @@ async def test_a_body_that_stops_moving_gets_408_and_the_upstream_exchange_is_ca
     assert 0.4 < took < 2.5, took
     # The upstream saw the head, then its connection end without the rest of the body.
     assert upstream.connections == 1 and not upstream.requests
+
+
+# --- hostile upstream heads -----------------------------------------------------------------
+
+async def test_an_unasked_for_101_is_a_502_not_a_traceback(
+        caplog: pytest.LogCaptureFixture) -> None:
+    upstream = RawUpstream(_answer_with(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket"
+                                        b"\r\nConnection: Upgrade\r\n\r\n", b"\x81\x05hello"))
+    url = await upstream.start()
+    try:
+        async with served(config(url)) as running:
+            got = await raw_exchange(port_of(running), b"GET /api/x HTTP/1.1\r\n"
+                                     b"Host: localhost\r\nConnection: close\r\n\r\n")
+    finally:
+        await upstream.stop()
+    (resp,) = parse_responses(got)
+    assert resp.status == 502, got
+    assert b"101" in resp.body
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_an_answer_head_over_64_kib_is_a_502() -> None:
+    big = (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (4 * 1024 * 1024)
+           + b"\r\nContent-Length: 0\r\n\r\n")
+    fine = b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 60_000 + b"\r\nContent-Length: 0\r\n\r\n"
+    for head, status in ((big, 502), (fine, 200)):
+        upstream = RawUpstream(_answer_with(head, b""))
+        url = await upstream.start()
+        try:
+            async with served(config(url)) as running:
+                got = await raw_exchange(port_of(running), b"GET /api/x HTTP/1.1\r\n"
+                                         b"Host: localhost\r\nConnection: close\r\n\r\n")
+        finally:
+            await upstream.stop()
+        (resp,) = parse_responses(got)
+        assert resp.status == status, got[:300]
+        if status == 502:
+            assert b"64 KiB" in resp.body
+
+
+async def test_a_small_head_with_a_big_first_read_of_body_is_fine() -> None:
+    body = b"b" * 500_000
+    upstream = RawUpstream(_answer_with(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n"
+                                        % len(body) + body, b""))
+    url = await upstream.start()
+    try:
+        async with served(config(url)) as running:
+            got = await raw_exchange(port_of(running), b"GET /api/x HTTP/1.1\r\n"
+                                     b"Host: localhost\r\nConnection: close\r\n\r\n")
+    finally:
+        await upstream.stop()
+    (resp,) = parse_responses(got)
+    assert resp.status == 200 and resp.body == body

@@ -2,7 +2,8 @@
 
 A record says what arrived, what went upstream (headers marked: injected, added, replaced,
 dropped), what came back, the hint, and the injected token's decoded claims. The token itself,
-its signature and every secret header value are redacted in every record handed out.
+its signature, every secret header value and the secret values in query strings (the path, the
+upstream URL, URLs in headers, the curl) are redacted in every record handed out.
 
 Adding an exchange only keeps references (a few microseconds on the request path); the record
 is built, redacted, the first time someone asks for it, after which the raw headers are let go.
@@ -25,6 +26,7 @@ from aiohttp import web
 from proxy.commands.decode import describe_time, parse
 from proxy.forward import Exchange
 from proxy.log import SENSITIVE, redact_headers
+from proxy.redaction import redact_queries, redact_target
 from proxy.secret import redact
 from proxy.target import HOP_BY_HOP
 
@@ -126,12 +128,12 @@ def _build(e: _Entry) -> dict[str, Any]:
         "id": e.id,
         "time": e.time,
         "method": e.method,
-        "path": e.path,
+        "path": redact_target(e.path),
         "endpoint": e.endpoint,
         "status": e.status,
         "total_ms": round(e.total_ms, 2),
         "upstream_ms": round(ex.upstream_ms, 2) if ex and ex.upstream_ms is not None else None,
-        "upstream_url": str(ex.upstream_url) if ex and ex.upstream_url else None,
+        "upstream_url": redact_target(str(ex.upstream_url)) if ex and ex.upstream_url else None,
         "request_id": ex.request_id if ex else None,
         "amzn_request_id": ex.amzn_request_id if ex else None,
         "bytes": ex.bytes_out if ex else _length(resp),
@@ -197,14 +199,17 @@ def _decode(value: str) -> tuple[str | None, tuple[tuple[str, Any], ...]] | None
 
 def curl(e: _Entry, received: Headers) -> str:
     """The same request through the proxy: the proxy injects the credential again, so the
-    command holds no secret. Secret headers the client sent are left out and named."""
+    command holds no secret. Secret headers the client sent are left out and named; secret
+    query values (in the URL or a header's URL) are redacted and named."""
     host = next((v for k, v in received if k.lower() == "host"), "localhost")
     words = ["curl", "-sS"]
     if e.method == "HEAD":
         words.append("--head")
     elif e.method != "GET":
         words += ["-X", e.method]
-    words.append(shlex.quote(f"{e.scheme}://{host}{e.path}"))
+    target = redact_target(e.path)
+    words.append(shlex.quote(f"{e.scheme}://{host}{target}"))
+    redacted = ["the URL"] if target != e.path else []
     left_out = []
     for name, value in received:
         low = name.lower()
@@ -217,7 +222,10 @@ def curl(e: _Entry, received: Headers) -> str:
         elif low in SENSITIVE:
             left_out.append(name)
         else:
-            words += ["-H", shlex.quote(f"{name}: {value}")]
+            shown = redact_queries(value)
+            if shown != value:
+                redacted.append(name)
+            words += ["-H", shlex.quote(f"{name}: {shown}")]
     if e.body:
         words += ["--data-binary", "@body"]
     command = " ".join(words)
@@ -226,6 +234,8 @@ def curl(e: _Entry, received: Headers) -> str:
         notes.append("the body is not kept: save it as ./body")
     if left_out:
         notes.append("left out (secret): " + ", ".join(left_out))
+    if redacted:
+        notes.append("secret values redacted (***): " + ", ".join(redacted))
     return command + (f"  # {'; '.join(notes)}" if notes else "")
 
 

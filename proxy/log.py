@@ -1,7 +1,8 @@
 """Logging set-up: human text or one JSON object per line, and the access line.
 
-Header values are redacted before they reach a record (`redact_headers`); secrets are `Secret`s,
-which format redacted, so a log line cannot show one by accident.
+Header values are redacted before they reach a record (`redact_headers`: secret-looking names by
+the rule in `proxy.redaction`, and query secrets in URLs such as Location and Referer); secrets
+are `Secret`s, which format redacted, so a log line cannot show one by accident.
 """
 
 from __future__ import annotations
@@ -15,19 +16,21 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from proxy.redaction import SECRET_HEADERS, redact_queries
 from proxy.secret import redact
 
 access_log = logging.getLogger("authproxy.access")
 
-# Header values that are credentials; everything else is shown as sent.
-SENSITIVE = frozenset({"authorization", "proxy-authorization", "x-api-key", "cookie",
-                       "set-cookie", "x-amz-security-token", "x-authproxy-secret"})
+# Header names whose values are credentials (`name.lower() in SENSITIVE`); other values are
+# shown as sent, but for the secrets in a URL's query.
+SENSITIVE = SECRET_HEADERS
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
 
 
 def redact_headers(headers: Iterable[tuple[str, str]],
                    also: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
-    return [(k, redact(v) if k.lower() in SENSITIVE or k.lower() in also else v)
+    """`also`: more names (lower case) to redact, e.g. a credential's custom header."""
+    return [(k, redact(v) if k.lower() in also or k in SENSITIVE else redact_queries(v))
             for k, v in headers]
 
 

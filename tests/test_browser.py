@@ -255,3 +255,29 @@ async def test_other_sites_cannot_read_the_admin_api(
     posted = await fetch(own, "/api/from-inspector", JSON_POST)
     assert posted["ok"] and posted["status"] == 200, posted
     assert methods(upstream) == ["POST /Development/from-inspector"]
+
+
+async def test_the_inspector_page_never_shows_a_query_secret(
+        browser: Browser, upstream: FakeApiGateway, proxy: ProxyProcess) -> None:
+    from playwright.async_api import expect
+
+    page = await open_page(browser, proxy.url("/_authproxy/"))
+    # The page's own origin calls through the proxy, as a developer's script on it would.
+    called = await fetch(page, "/api/callback?access_token=SECRET-at-31&code=SECRET-code-32"
+                               "&X-Amz-Signature=SECRET-sig-33&page=2")
+    assert called["ok"] and called["status"] == 200, called
+    assert methods(upstream) == ["GET /Development/callback?access_token=SECRET-at-31"
+                                 "&code=SECRET-code-32&X-Amz-Signature=SECRET-sig-33&page=2"]
+
+    rows = page.locator("#exchanges tbody tr")
+    await expect(rows.filter(has_text="/api/callback")).to_have_count(1)
+    await rows.filter(has_text="/api/callback").click()
+    detail = page.locator("#detail")
+    shown = ("callback?access_token=***(12 chars)&code=***(14 chars)"
+             "&X-Amz-Signature=***(13 chars)&page=2")
+    await expect(detail).to_contain_text(f"GET /api/{shown}")
+    await expect(detail).to_contain_text(f"{upstream.url}/Development/{shown}")
+    await expect(detail.locator("pre.curl")).to_contain_text(proxy.url(f"/api/{shown}"))
+    # Nowhere on the page: not its text, not an attribute (the list's tooltips hold the path).
+    dom = await page.content() + await page.evaluate("document.body.innerText")
+    assert "SECRET" not in dom

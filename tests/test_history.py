@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 from cognito_fixtures import fake_fixture  # noqa: F401  (the `fake` fixture)
 from conftest import MakeProxy
 from test_hints import make_jwt
+from yarl import URL
 
 from proxy.fakes.apigw import FakeApiGateway
 from proxy.fakes.cognito import FakeCognito
@@ -361,3 +362,69 @@ async def test_records_are_built_when_asked_for_and_tokens_decoded_once(
     assert info.misses == 1 and info.hits == 19  # one token, decoded once
     # Built records keep only redacted values: the raw headers are gone.
     assert all(e.record and e.received is None and e.ex is None for e in history.entries)
+
+
+# A callback and a presigned-URL style query: secrets among harmless parameters, one name
+# percent-encoded, one value with `+` and an escaped slash, a repeat, an empty value, a bare name.
+SECRET_QUERY = ("code=auth-code-1a&state=st-9&access_token=at-secret-3c&X-Amz-Signature=sig-5e"
+                "&X-Amz-Credential=AKIDEXAMPLE%2F20240101&api_key=key-7a&%61ccess_token=enc-9c"
+                "&keep=a+b%2Fc&keep=&flag")
+SHOWN_QUERY = ("code=***(12 chars)&state=st-9&access_token=***(12 chars)"
+               "&X-Amz-Signature=***(6 chars)&X-Amz-Credential=***(20 chars)&api_key=***(6 chars)"
+               "&%61ccess_token=***(6 chars)&keep=a+b%2Fc&keep=&flag")
+QUERY_SECRETS = ("auth-code-1a", "at-secret-3c", "sig-5e", "AKIDEXAMPLE", "key-7a", "enc-9c",
+                 "ref-code-2b", "sts-token-4d", "loc-sig-6f")
+
+
+async def test_query_secrets_are_redacted_in_paths_urls_headers_and_curl(
+        apigw: FakeApiGateway, make_proxy: MakeProxy) -> None:
+    client = await make_proxy(config(apigw.url))
+    location = "https://bucket.s3.amazonaws.com/k?X-Amz-Security-Token=sts-token-4d&v=1"
+    resp = await client.get(URL(f"/open/cb?{SECRET_QUERY}", encoded=True),
+                            allow_redirects=False, headers={
+                                "Referer": "http://app.test/login?code=ref-code-2b&x=1",
+                                "X-Fake-Location": location + "&X-Amz-Signature=loc-sig-6f"})
+    assert resp.status == 302
+    # Forwarded untouched: redaction happens when a record is shown, never on the way.
+    assert apigw.seen[-1].raw_path == f"/Development/cb?{SECRET_QUERY}"
+
+    body = await (await client.get(EXCHANGES)).text()
+    [x] = json.loads(body)["exchanges"]
+    assert x["path"] == f"/open/cb?{SHOWN_QUERY}"
+    assert x["upstream_url"] == f"{apigw.url}/Development/cb?{SHOWN_QUERY}"
+    received = by_name(x["request_headers"])
+    assert received["referer"]["value"] == "http://app.test/login?code=***(11 chars)&x=1"
+    assert received["x-fake-location"]["value"] == (
+        "https://bucket.s3.amazonaws.com/k?X-Amz-Security-Token=***(12 chars)&v=1"
+        "&X-Amz-Signature=***(10 chars)")
+    assert by_name(x["response_headers"])["location"]["value"] == (
+        received["x-fake-location"]["value"])
+    assert by_name(x["sent_headers"])["referer"]["mark"] is None  # marks compare raw values
+
+    words = shlex.split(x["curl"], comments=True)
+    assert words[2] == f"http://127.0.0.1:{client.port}/open/cb?{SHOWN_QUERY}"
+    assert "Referer: http://app.test/login?code=***(11 chars)&x=1" in words
+    assert "secret values redacted (***): the URL, Referer, X-Fake-Location" in x["curl"]
+    for secret in QUERY_SECRETS:
+        assert secret not in body, secret
+    # Searching finds the redacted record, never by a secret.
+    assert len((await exchanges(client, q="access_token=***"))["exchanges"]) == 1
+    for secret in ("at-secret-3c", "ref-code-2b", "sts-token-4d"):
+        assert (await exchanges(client, q=secret))["exchanges"] == []
+
+
+async def test_secret_looking_request_headers_are_redacted_and_left_out_of_curl(
+        apigw: FakeApiGateway, make_proxy: MakeProxy) -> None:
+    client = await make_proxy(config(apigw.url))
+    await client.get("/open/x", headers={"X-Session-Token": "hdr-token-11",
+                                         "X-Client-Secret": "hdr-secret-22",
+                                         "X-Trace": "visible"})
+    body = await (await client.get(EXCHANGES)).text()
+    [x] = json.loads(body)["exchanges"]
+    received = by_name(x["request_headers"])
+    assert received["x-session-token"]["value"] == "***(12 chars)"
+    assert received["x-client-secret"]["value"] == "***(13 chars)"
+    assert by_name(x["sent_headers"])["x-session-token"]["mark"] is None
+    assert "left out (secret): X-Session-Token, X-Client-Secret" in x["curl"]
+    assert "X-Trace: visible" in x["curl"]
+    assert "hdr-token-11" not in body and "hdr-secret-22" not in body

@@ -109,3 +109,129 @@ def test_access_lines_reach_the_configured_stream(capfd: pytest.CaptureFixture[s
         assert 'INFO    authproxy.access: "GET /y" api 200' in capfd.readouterr().err
     finally:
         root.handlers[:], root.level = saved, level
+
+
+# --- what looks secret: the SPEC's name rule, for query parameters and headers ------------------
+
+@pytest.mark.parametrize(("query", "shown"), [
+    # Only the values of secret-looking names change; everything else stays byte for byte.
+    ("a=1&access_token=s3cr3t&b=2", "a=1&access_token=***(6 chars)&b=2"),
+    ("id_token=x&Code=abc&PASSWORD=pw&client_secret=cs&api_key=k&sig=s",
+     "id_token=***(1 chars)&Code=***(3 chars)&PASSWORD=***(2 chars)"
+     "&client_secret=***(2 chars)&api_key=***(1 chars)&sig=s"),
+    # A presigned (query-string SigV4) URL: the signature, credential and session token go;
+    # algorithm, date, expiry and signed headers stay readable.
+    ("X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F20240101%2Fus-east-1"
+     "&X-Amz-Date=20240101T000000Z&X-Amz-Expires=300&X-Amz-Security-Token=FQoGZXIvYXdz"
+     "&X-Amz-SignedHeaders=host&X-Amz-Signature=0123abcd",
+     "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=***(30 chars)"
+     "&X-Amz-Date=20240101T000000Z&X-Amz-Expires=300&X-Amz-Security-Token=***(12 chars)"
+     "&X-Amz-SignedHeaders=host&X-Amz-Signature=***(8 chars)"),
+    ("token=a&token=bb&other=c&token=ccc",  # repeated names: every value
+     "token=***(1 chars)&token=***(2 chars)&other=c&token=***(3 chars)"),
+    ("token=&code&&keep=1&", "token=&code&&keep=1&"),  # empty and missing values: nothing to hide
+    # Names are compared decoded (as the server reads them) but shown as sent.
+    ("%61ccess_token=enc&%41PI%5fKEY=k2&access+token=sp&q=a+b%2Fc",
+     "%61ccess_token=***(3 chars)&%41PI%5fKEY=***(2 chars)&access+token=***(2 chars)"
+     "&q=a+b%2Fc"),
+    # The length is the decoded value's; a space in it is no `Bearer` scheme word to show.
+    ("password=hunter+two%21", "password=***(11 chars)"),
+    ("id_token=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln",
+     "id_token=eyJhbGci…(41 chars)"),  # a JWT shows as tokens do everywhere
+    ("author=me&keyword=x&monkey=y",  # over-matching on purpose (see proxy.redaction)
+     "author=***(2 chars)&keyword=***(1 chars)&monkey=***(1 chars)"),
+    ("", ""),
+    ("page=2&sort=-date&q=%E2%9C%93", "page=2&sort=-date&q=%E2%9C%93"),
+])
+def test_query_values_with_secret_looking_names_are_redacted(query: str, shown: str) -> None:
+    from proxy.redaction import redact_query
+
+    assert redact_query(query) == shown
+
+
+def test_extra_always_secret_query_names() -> None:
+    # An endpoint's `token_query: NAME` parameter holds the credential whatever NAME is.
+    from proxy.redaction import redact_query, redact_target
+
+    assert redact_query("ws_ticket=t-123&room=1") == "ws_ticket=t-123&room=1"
+    also = frozenset({"ws_ticket"})
+    assert redact_query("ws_ticket=t-123&room=1&WS_Ticket=x", also) == (
+        "ws_ticket=***(5 chars)&room=1&WS_Ticket=***(1 chars)")
+    assert redact_target("/chat?room=1&ws_ticket=t-123", also) == (
+        "/chat?room=1&ws_ticket=***(5 chars)")
+
+
+def test_paths_urls_and_header_values_keep_everything_but_query_secrets() -> None:
+    from proxy.redaction import redact_queries, redact_target
+
+    assert redact_target("/a/b") == "/a/b" and redact_target("/a?") == "/a?"
+    assert redact_target("/cb?code=c0de&state=xyz") == "/cb?code=***(4 chars)&state=xyz"
+    assert redact_target("https://h.example/s/x?X-Amz-Signature=ab&v=1") == (
+        "https://h.example/s/x?X-Amz-Signature=***(2 chars)&v=1")
+    # In a header value every URL's query is looked at (a Link can hold several). A query ends
+    # at whitespace only, so a malformed `?a=>&token=x` cannot hide a secret behind a `>`; the
+    # price is a `>;` hidden along with a secret's value.
+    assert redact_queries("<https://a/?x=1>; rel=a, <https://b/?token=22>; rel=b") == (
+        "<https://a/?x=1>; rel=a, <https://b/?token=***(4 chars) rel=b")
+    assert redact_queries('"/x?a=>&token=22"') == '"/x?a=>&token=***(3 chars)'
+    assert redact_queries("/x?token=a#frag b?code=c") == (
+        "/x?token=***(1 chars)#frag b?code=***(1 chars)")
+    assert redact_queries("why? no=query here") == "why? no=query here"
+
+
+def test_header_names_follow_the_same_rule() -> None:
+    values = [(name, "the-value") for name in (
+        "Authorization", "Proxy-Authorization", "X-Api-Key", "X-Amz-Security-Token",
+        "X-Session-Token", "X-Client-Secret", "X-User-Password", "X-Amz-Signature",
+        "X-Amz-Credential", "X-Custom-Auth", "x-auth-code", "Cookie", "Set-Cookie",
+        "X-Authproxy-Secret", "X-Authproxy-Token")]
+    assert all(v == "***(9 chars)" for _, v in log.redact_headers(values))
+    plain = [(name, "the-value") for name in (
+        "Content-Type", "Accept-Encoding", "X-Amz-Date", "X-Amzn-Trace-Id", "X-Request-Id",
+        "X-Amz-SignedHeaders", "Content-Encoding", "X-Authproxy-Error")]
+    assert log.redact_headers(plain) == plain
+    # Headers whose values are by definition no credential stay readable: the CORS flag is
+    # `true` or absent, and a challenge says how to authenticate, not with what.
+    flags = [("Access-Control-Allow-Credentials", "true"),
+             ("WWW-Authenticate", 'Bearer error="invalid_token"')]
+    assert log.redact_headers(flags) == flags
+    assert log.redact_headers([("X-Plain", "v")], frozenset({"x-plain"})) == [
+        ("X-Plain", "***(1 chars)")]
+    assert "x-session-token" in log.SENSITIVE and "content-type" not in log.SENSITIVE
+
+
+def test_urls_in_header_values_lose_their_query_secrets() -> None:
+    headers = [("Location", "https://bucket.s3.amazonaws.com/k?X-Amz-Signature=ab12&x=1"),
+               ("Referer", "http://app.test/callback?code=c0de-1&state=s"),
+               ("X-Note", "what?a=b")]
+    assert log.redact_headers(headers) == [
+        ("Location", "https://bucket.s3.amazonaws.com/k?X-Amz-Signature=***(4 chars)&x=1"),
+        ("Referer", "http://app.test/callback?code=***(6 chars)&state=s"),
+        ("X-Note", "what?a=b")]
+
+
+async def test_logged_headers_hide_query_secrets_and_secret_looking_headers(
+        apigw: FakeApiGateway, make_proxy: MakeProxy, caplog: pytest.LogCaptureFixture) -> None:
+    client = await make_proxy(config(apigw.url, log_headers=True))
+    presigned = ("https://bucket.s3.amazonaws.com/report.csv?X-Amz-Credential=ASIAEXAMPLE"
+                 "&X-Amz-Security-Token=session-token-77&X-Amz-Signature=sig-88&X-Amz-Expires=60")
+    with caplog.at_level(logging.DEBUG):
+        resp = await client.get("/api/report?access_token=query-secret-66&format=csv",
+                                allow_redirects=False, headers={
+                                    "Referer": "http://app.test/callback?code=auth-code-55&s=1",
+                                    "X-Session-Token": "session-header-44",
+                                    "X-Fake-Location": presigned})
+    assert resp.status == 302 and resp.headers["Location"] == presigned  # forwarded as is
+    (record,) = [r for r in caplog.records if r.name == "authproxy.access"]
+    out = json.loads(log.JsonFormatter().format(record))
+    assert dict(out["response_headers"])["Location"] == (
+        "https://bucket.s3.amazonaws.com/report.csv?X-Amz-Credential=***(11 chars)"
+        "&X-Amz-Security-Token=***(16 chars)&X-Amz-Signature=***(6 chars)&X-Amz-Expires=60")
+    received = dict(out["request_headers"])
+    assert received["Referer"] == "http://app.test/callback?code=***(12 chars)&s=1"
+    assert received["X-Session-Token"] == "***(17 chars)"
+    everything = "\n".join(r.getMessage() + json.dumps(r.__dict__, default=str)
+                           for r in caplog.records)
+    for secret in ("query-secret-66", "auth-code-55", "session-header-44", "session-token-77",
+                   "sig-88", "ASIAEXAMPLE"):
+        assert secret not in everything, secret

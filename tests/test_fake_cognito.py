@@ -118,23 +118,56 @@ async def test_srp_right_password_signs_in_and_wrong_one_fails(
     assert fake.count("RespondToAuthChallenge", "PASSWORD_VERIFIER") == 2
 
 
-async def test_srp_rejects_a_zero_padded_timestamp(fake: FakeCognito,
-                                                   http: aiohttp.ClientSession) -> None:
-    pool = fake.add_pool()
-    client = fake.add_client(pool)
-    fake.add_user(pool, "alice", "Passw0rd!")
+async def _srp_answer(http: aiohttp.ClientSession, fake: FakeCognito, pool: str, client: str,
+                      ts: str, password: str = "Passw0rd!") -> tuple[int, dict[str, Any]]:
+    """USER_SRP_AUTH as alice, answering PASSWORD_VERIFIER with a signature over `ts`."""
     a, big_a = srp.generate_a()
     _, ch = await call(http, fake.url, "InitiateAuth", _auth(
         "USER_SRP_AUTH", client, USERNAME="alice", SRP_A=f"{big_a:x}"))
-    p, ts = ch["ChallengeParameters"], "Thu Mar 05 07:08:09 UTC 2026"
-    sig = srp.password_claim(pool_id=pool, user_id="alice", password="Passw0rd!", a=a,
+    p = ch["ChallengeParameters"]
+    sig = srp.password_claim(pool_id=pool, user_id="alice", password=password, a=a,
                              big_a=big_a, big_b_hex=p["SRP_B"], salt_hex=p["SALT"],
                              secret_block=p["SECRET_BLOCK"], ts=ts)
-    status, body = await call(http, fake.url, "RespondToAuthChallenge", {
+    return await call(http, fake.url, "RespondToAuthChallenge", {
         "ChallengeName": "PASSWORD_VERIFIER", "ClientId": client, "ChallengeResponses": {
             "USERNAME": "alice", "TIMESTAMP": ts, "PASSWORD_CLAIM_SECRET_BLOCK":
             p["SECRET_BLOCK"], "PASSWORD_CLAIM_SIGNATURE": sig}})
-    assert (status, body["__type"]) == (400, "InvalidParameterException")
+
+
+async def test_srp_timestamp_must_be_readable_canonical_and_recent(
+        http: aiohttp.ClientSession) -> None:
+    now = [1_772_694_489.0]  # Thu Mar 5 07:08:09 UTC 2026
+    fake = FakeCognito(clock=lambda: now[0])
+    await fake.start()
+    try:
+        pool = fake.add_pool()
+        client = fake.add_client(pool)
+        fake.add_user(pool, "alice", "Passw0rd!")
+        assert (await _srp_answer(http, fake, pool, client, "Thu Mar 5 07:08:09 UTC 2026")
+                )[0] == 200
+        # Unreadable as Java's "EEE MMM d HH:mm:ss z yyyy": Cognito's own message.
+        for ts in ("Thu Mar 5 07:08:09 +05:30 2026", "2026-03-05T07:08:09Z",
+                   "Donnerstag Mär 5 07:08:09 UTC 2026", "Thu Feb 30 07:08:09 UTC 2026", ""):
+            status, body = await _srp_answer(http, fake, pool, client, ts)
+            assert (status, body) == (400, {"__type": "InvalidParameterException", "message":
+                                            "TIMESTAMP format should be EEE MMM d HH:mm:ss z "
+                                            "yyyy in english."}), ts
+        # Readable but not canonical (a zero-padded day, a wrong weekday): Cognito signs what
+        # it parsed, so the client's signature does not match (measured on AWS).
+        for ts in ("Thu Mar 05 07:08:09 UTC 2026", "Fri Mar 5 07:08:09 UTC 2026"):
+            status, body = await _srp_answer(http, fake, pool, client, ts)
+            assert (status, body["__type"]) == (400, "NotAuthorizedException"), ts
+        # Canonical but stale or from the future beyond the tolerance, with the right password.
+        for ts in ("Thu Mar 5 07:02:08 UTC 2026", "Thu Mar 5 07:14:10 UTC 2026"):
+            status, body = await _srp_answer(http, fake, pool, client, ts)
+            assert (status, body["__type"]) == (400, "NotAuthorizedException"), ts
+        # A clock problem is not a guess at the password: only the two mismatched proofs count
+        # towards the lockout.
+        assert fake.pools[pool].users["alice"].failures == 2
+        assert (await _srp_answer(http, fake, pool, client, "Thu Mar 5 07:03:10 UTC 2026")
+                )[0] == 200  # within five minutes
+    finally:
+        await fake.stop()
 
 
 async def test_secret_hash_is_strict_and_refresh_uses_the_internal_username(

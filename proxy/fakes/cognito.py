@@ -334,8 +334,9 @@ class FakeCognito:
                 decoded = base64.b64decode(cred.strip(), validate=True).decode()
             except (binascii.Error, UnicodeDecodeError):
                 return None, "invalid_client"
-            client_id, colon, secret = decoded.partition(":")
-            if not colon or (body_id is not None and body_id != client_id):
+            # no colon: an empty secret, which no confidential client has
+            client_id, _, secret = decoded.partition(":")
+            if body_id is not None and body_id != client_id:
                 return None, "invalid_client"
         elif body_id is not None and body_secret is not None:
             client_id, secret = str(body_id), str(body_secret)

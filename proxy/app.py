@@ -20,7 +20,7 @@ from proxy.config import Config, Listen
 from proxy.cors import CorsPolicy
 from proxy.credentials import CredentialSource, CredentialsUnavailable, build_sources
 from proxy.errors import error_response
-from proxy.forward import SKIP_AUTO_HEADERS, Exchange, Replay, forward, framing_problem
+from proxy.forward import Exchange, Replay, forward, framing_problem
 from proxy.guard import Guard
 from proxy.hints import build_hinter
 from proxy.history import History
@@ -97,9 +97,11 @@ class Proxy:
         self.rt.guard.set_port(port)
 
     async def start(self) -> None:
+        # The credentials' own calls (Cognito), never forwarding: aiohttp's usual headers and
+        # decompression stay on, since forwarding's skip_auto_headers would drop the form's
+        # Content-Type and Cognito refuses a token request without it.
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
-            auto_decompress=False, skip_auto_headers=SKIP_AUTO_HEADERS,
             # No cookie jar: one client's Set-Cookie must never ride along with another's request.
             cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
             timeout=aiohttp.ClientTimeout(total=None))

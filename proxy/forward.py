@@ -28,9 +28,6 @@ from proxy.upstream import Answer, Pool, UpstreamError
 
 log = logging.getLogger("authproxy.forward")
 
-# aiohttp would invent these; a proxy must send only what the client sent (the credentials'
-# own aiohttp session uses this too).
-SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 MAX_REPLAY_BODY = 1024 * 1024
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 

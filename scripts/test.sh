@@ -24,5 +24,6 @@ PY=${PYTHON:-python3}
 echo "== ruff";  .venv/bin/ruff check proxy tests bench
 echo "== mypy";  .venv/bin/mypy
 echo "== pytest"
-# The browser and moto tests must run here, never skip quietly.
-AUTHPROXY_REQUIRE_BROWSER=1 AUTHPROXY_REQUIRE_MOTO=1 .venv/bin/pytest "$@"
+# The browser, moto and pycognito tests must run here, never skip quietly.
+AUTHPROXY_REQUIRE_BROWSER=1 AUTHPROXY_REQUIRE_MOTO=1 AUTHPROXY_REQUIRE_PYCOGNITO=1 \
+  .venv/bin/pytest "$@"

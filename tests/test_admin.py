@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from conftest import MakeProxy
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -52,3 +54,48 @@ async def test_metrics_count_requests_by_endpoint_and_status(apigw: FakeApiGatew
     assert samples[("authproxy_in_flight_requests", ())] == 0
     # Admin requests themselves are not counted as proxied traffic.
     assert sum(v for (name, _), v in samples.items() if name == "authproxy_requests_total") == 5
+
+
+async def test_metrics_carry_token_fetches_and_expiry(apigw: FakeApiGateway,
+                                                     make_proxy: MakeProxy, tmp_path: Any) -> None:
+    # A refreshing credential's own series, as Prometheus text: fetches by outcome (all three
+    # outcomes present from the start, so a rate() has a baseline) and seconds to expiry.
+    from proxy.fakes.cognito import FakeCognito
+
+    fake = FakeCognito()
+    await fake.start()
+    try:
+        pool = fake.add_pool()
+        app_client = fake.add_client(pool)
+        fake.add_user(pool, "alice", "Passw0rd!")
+        client = await make_proxy(f"""
+credentials:
+  tok: {{type: static, value: tok-abcdefghijkl}}
+  user:
+    type: cognito
+    flow: password
+    user_pool_id: {pool}
+    client_id: {app_client}
+    username: alice
+    password: Passw0rd!
+    endpoint: {fake.url}
+endpoints:
+  - {{name: api, endpoint: "{apigw.url}/Development", auth: tok}}
+  - {{name: user, endpoint: "{apigw.url}/Development", auth: user}}
+""", env={"XDG_CACHE_HOME": str(tmp_path)})
+        assert (await client.get("/user/x")).status == 200
+        text = await (await client.get("/_authproxy/metrics")).text()
+    finally:
+        await fake.stop()
+    assert "# TYPE authproxy_token_fetches_total counter" in text
+    assert "# TYPE authproxy_token_expiry_seconds gauge" in text
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    fetches = {outcome: samples.get(("authproxy_token_fetches_total",
+                                     (("credential", "user"), ("outcome", outcome))))
+               for outcome in ("success", "transient_error", "permanent_error")}
+    assert fetches == {"success": 1, "transient_error": 0, "permanent_error": 0}
+    expiry = samples[("authproxy_token_expiry_seconds", (("credential", "user"),))]
+    assert 3000 < expiry <= 3600
+    # static credentials have no expiry series
+    assert ("authproxy_token_expiry_seconds", (("credential", "tok"),)) not in samples

@@ -98,3 +98,55 @@ def test_target_problem() -> None:
     assert target_problem("/api/%2E%2e/x")
     assert target_problem("http://x/")
     assert target_problem("/a\\b")
+
+
+async def test_the_guard_runs_before_admin_and_preflight(apigw: FakeApiGateway) -> None:
+    # Proxy.handle itself, served as `authproxy serve` serves it (make_server): a page that
+    # rebinds a hostile name to 127.0.0.1 must not read admin answers (readyz, the exchanges
+    # of the inspector) nor get a preflight approved, and the shared secret guards admin too.
+    from aiohttp import web
+
+    from proxy.app import make_server
+    from proxy.config import parse_config
+
+    text = config(apigw.url) + """
+cors: {allow_origins: ["http://localhost:3000"]}
+listen: {shared_secret: "s3cret-0123456789"}
+"""
+    server, proxy = make_server(parse_config(text, "test.yaml", {}))
+    runner = web.ServerRunner(server)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    await proxy.start()
+    port = runner.addresses[0][1]
+    proxy.set_port(port)
+    secret = "X-Authproxy-Secret: s3cret-0123456789\r\n"
+    preflight = ("Origin: http://localhost:3000\r\nAccess-Control-Request-Method: POST\r\n")
+    try:
+        for target in ("/_authproxy/healthz", "/_authproxy/readyz", "/_authproxy/metrics",
+                       "/_authproxy"):
+            status, headers, _ = await raw_request(port, target, host="rebind.test",
+                                                   extra=secret)
+            assert (status, headers.get("X-Authproxy-Error")) == (403, "host_not_allowed"), target
+            status, headers, _ = await raw_request(port, target)
+            assert (status, headers.get("X-Authproxy-Error")) == (401, "secret_required"), target
+        status, _, _ = await raw_request(port, "/_authproxy/healthz", extra=secret)
+        assert status == 200
+
+        for host, code in (("rebind.test", "host_not_allowed"), (f"127.0.0.1:{port}", None)):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"OPTIONS /api/x HTTP/1.1\r\nHost: {host}\r\n{preflight}"
+                         "Connection: close\r\n\r\n".encode())
+            data = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            head = data.partition(b"\r\n\r\n")[0].decode("latin-1")
+            if code:
+                assert head.startswith("HTTP/1.1 403") and f"X-Authproxy-Error: {code}" in head
+                assert "Access-Control-Allow-Origin" not in head
+            else:  # the same preflight from an allowed host is answered (no secret needed)
+                assert "Access-Control-Allow-Origin: http://localhost:3000" in head, head
+        assert not apigw.seen
+    finally:
+        await runner.cleanup()
+        await proxy.close()

@@ -379,3 +379,27 @@ async def test_secrets_echoed_by_the_server_are_scrubbed(
         assert secret not in caplog.text
         assert secret not in str(err.value)
         assert secret not in json.dumps(source.status())
+
+
+@pytest.mark.parametrize("flow", ["client_credentials", "srp", "password"])
+async def test_requests_carry_their_content_type_whatever_the_session_skips(
+        env: CognitoEnv, flow: str) -> None:
+    # A session told to invent no headers (as forwarding's is) must not change what Cognito
+    # gets: CognitoApi names the Content-Type of its form and JSON posts itself.
+    import aiohttp
+
+    m2m = env.fake.add_client(env.pool, secret="m2m-secret", scopes=["a/b"])
+    kw: dict[str, Any] = ({"client_id": m2m, "client_secret": Secret("m2m-secret"),
+                           "domain": env.fake.url, "token": "access"}
+                          if flow == "client_credentials" else {})
+    async with aiohttp.ClientSession(skip_auto_headers=("Content-Type", "Accept",
+                                                        "User-Agent")) as bare:
+        source = CognitoSource(env.cred(flow=flow, **kw), cache_dir=env.cache_dir,
+                               clock=env.clock)
+        await source.start(bare)
+        try:
+            assert (await source.header()).startswith("Bearer eyJ")
+        finally:
+            await source.close()
+    assert env.fake.count("oauth2/token" if flow == "client_credentials"
+                          else "InitiateAuth") == 1

@@ -248,3 +248,34 @@ async def test_a_token_with_a_line_break_is_never_injected(
     finally:
         await runner.cleanup()
         await fake.stop()
+
+
+@pytest.mark.e2e
+def test_serve_gets_a_client_credentials_token_and_injects_it(
+        cognito: FakeCognito, threaded_apigw: FakeApiGateway, tmp_path: Path,
+        serve: Callable[..., ServeProcess]) -> None:
+    # The M2M flow through the real serve process: its token request goes out on the proxy's
+    # own aiohttp session, which must send the form's Content-Type (Cognito refuses the POST
+    # without it, and so does the fake); `authproxy token` uses another session.
+    pool = cognito.add_pool()
+    client = cognito.add_client(pool, secret=CLIENT_SECRET, scopes=["orders/read"])
+    sp = serve(f"""
+credentials:
+  machine:
+    type: cognito
+    flow: client_credentials
+    domain: {cognito.url}
+    client_id: {client}
+    client_secret: {CLIENT_SECRET}
+    scopes: [orders/read]
+endpoints:
+  - {{name: api, endpoint: "{threaded_apigw.url}/Development", auth: machine}}
+""", env={"XDG_CACHE_HOME": str(tmp_path)})
+    status, _, body = sp.get("/api/items")
+    assert status == 200, (body, sp.log())
+    sent = dict(json.loads(body)["headers"])["Authorization"]
+    claims = jwt.decode(sent.removeprefix("Bearer "), options={"verify_signature": False})
+    assert claims["client_id"] == client and claims["scope"] == "orders/read"
+    assert cognito.count("oauth2/token") == 1
+    assert sp.stop() == 0
+    assert CLIENT_SECRET not in sp.log()

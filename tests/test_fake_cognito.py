@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
+import json
 from typing import Any
 
 import aiohttp
@@ -118,23 +120,56 @@ async def test_srp_right_password_signs_in_and_wrong_one_fails(
     assert fake.count("RespondToAuthChallenge", "PASSWORD_VERIFIER") == 2
 
 
-async def test_srp_rejects_a_zero_padded_timestamp(fake: FakeCognito,
-                                                   http: aiohttp.ClientSession) -> None:
-    pool = fake.add_pool()
-    client = fake.add_client(pool)
-    fake.add_user(pool, "alice", "Passw0rd!")
+async def _srp_answer(http: aiohttp.ClientSession, fake: FakeCognito, pool: str, client: str,
+                      ts: str, password: str = "Passw0rd!") -> tuple[int, dict[str, Any]]:
+    """USER_SRP_AUTH as alice, answering PASSWORD_VERIFIER with a signature over `ts`."""
     a, big_a = srp.generate_a()
     _, ch = await call(http, fake.url, "InitiateAuth", _auth(
         "USER_SRP_AUTH", client, USERNAME="alice", SRP_A=f"{big_a:x}"))
-    p, ts = ch["ChallengeParameters"], "Thu Mar 05 07:08:09 UTC 2026"
-    sig = srp.password_claim(pool_id=pool, user_id="alice", password="Passw0rd!", a=a,
+    p = ch["ChallengeParameters"]
+    sig = srp.password_claim(pool_id=pool, user_id="alice", password=password, a=a,
                              big_a=big_a, big_b_hex=p["SRP_B"], salt_hex=p["SALT"],
                              secret_block=p["SECRET_BLOCK"], ts=ts)
-    status, body = await call(http, fake.url, "RespondToAuthChallenge", {
+    return await call(http, fake.url, "RespondToAuthChallenge", {
         "ChallengeName": "PASSWORD_VERIFIER", "ClientId": client, "ChallengeResponses": {
             "USERNAME": "alice", "TIMESTAMP": ts, "PASSWORD_CLAIM_SECRET_BLOCK":
             p["SECRET_BLOCK"], "PASSWORD_CLAIM_SIGNATURE": sig}})
-    assert (status, body["__type"]) == (400, "InvalidParameterException")
+
+
+async def test_srp_timestamp_must_be_readable_canonical_and_recent(
+        http: aiohttp.ClientSession) -> None:
+    now = [1_772_694_489.0]  # Thu Mar 5 07:08:09 UTC 2026
+    fake = FakeCognito(clock=lambda: now[0])
+    await fake.start()
+    try:
+        pool = fake.add_pool()
+        client = fake.add_client(pool)
+        fake.add_user(pool, "alice", "Passw0rd!")
+        assert (await _srp_answer(http, fake, pool, client, "Thu Mar 5 07:08:09 UTC 2026")
+                )[0] == 200
+        # Unreadable as Java's "EEE MMM d HH:mm:ss z yyyy": Cognito's own message.
+        for ts in ("Thu Mar 5 07:08:09 +05:30 2026", "2026-03-05T07:08:09Z",
+                   "Donnerstag Mär 5 07:08:09 UTC 2026", "Thu Feb 30 07:08:09 UTC 2026", ""):
+            status, body = await _srp_answer(http, fake, pool, client, ts)
+            assert (status, body) == (400, {"__type": "InvalidParameterException", "message":
+                                            "TIMESTAMP format should be EEE MMM d HH:mm:ss z "
+                                            "yyyy in english."}), ts
+        # Readable but not canonical (a zero-padded day, a wrong weekday): Cognito signs what
+        # it parsed, so the client's signature does not match (measured on AWS).
+        for ts in ("Thu Mar 05 07:08:09 UTC 2026", "Fri Mar 5 07:08:09 UTC 2026"):
+            status, body = await _srp_answer(http, fake, pool, client, ts)
+            assert (status, body["__type"]) == (400, "NotAuthorizedException"), ts
+        # Canonical but stale or from the future beyond the tolerance, with the right password.
+        for ts in ("Thu Mar 5 07:02:08 UTC 2026", "Thu Mar 5 07:14:10 UTC 2026"):
+            status, body = await _srp_answer(http, fake, pool, client, ts)
+            assert (status, body["__type"]) == (400, "NotAuthorizedException"), ts
+        # A clock problem is not a guess at the password: only the two mismatched proofs count
+        # towards the lockout.
+        assert fake.pools[pool].users["alice"].failures == 2
+        assert (await _srp_answer(http, fake, pool, client, "Thu Mar 5 07:03:10 UTC 2026")
+                )[0] == 200  # within five minutes
+    finally:
+        await fake.stop()
 
 
 async def test_secret_hash_is_strict_and_refresh_uses_the_internal_username(
@@ -329,3 +364,256 @@ async def test_delay(fake: FakeCognito, http: aiohttp.ClientSession) -> None:
     assert status == 200 and loop.time() - started >= 0.2
     (begin, end, name), = fake.events
     assert name == "InitiateAuth/USER_PASSWORD_AUTH" and end - begin >= 0.2
+
+
+# --- what Cognito refuses -------------------------------------------------------------------
+
+class _Clock:
+    """Wall time for the fake that moves only by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_772_694_489.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def timed() -> Any:
+    clock = _Clock()
+    fake = FakeCognito(clock=clock)
+    await fake.start()
+    yield fake, clock
+    await fake.stop()
+
+
+async def _raw(http: aiohttp.ClientSession, url: str, body: bytes,
+               headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    async with http.post(url, data=body, headers=headers) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+@pytest.mark.parametrize(("headers", "kind"), [
+    ({"Content-Type": "application/json"}, "SerializationException"),
+    ({"Content-Type": "text/plain"}, "SerializationException"),
+    ({}, "SerializationException"),  # aiohttp sends application/octet-stream for bytes
+    ({"X-Amz-Target": "InitiateAuth"}, "UnknownOperationException"),
+    ({"X-Amz-Target": "AWSCognitoIdentityProviderService.SignUp"}, "UnknownOperationException"),
+    ({"X-Amz-Target": "AWSCognitoIdentityService.InitiateAuth"}, "UnknownOperationException"),
+    ({"X-Amz-Target": ""}, "UnknownOperationException"),
+])
+async def test_json_api_wants_its_content_type_and_a_full_target(
+        fake: FakeCognito, http: aiohttp.ClientSession, headers: dict[str, str],
+        kind: str) -> None:
+    pool = fake.add_pool()
+    client = fake.add_client(pool)
+    fake.add_user(pool, "alice", "Passw0rd!")
+    body = json.dumps(_auth("USER_PASSWORD_AUTH", client, USERNAME="alice",
+                            PASSWORD="Passw0rd!")).encode()
+    sent = {"Content-Type": "application/x-amz-json-1.1",
+            "X-Amz-Target": "AWSCognitoIdentityProviderService.InitiateAuth", **headers}
+    if not headers:
+        del sent["Content-Type"]
+    status, answer = await _raw(http, fake.url + "/", body, sent)
+    assert status == 400 and answer["__type"] == kind and answer["message"]
+    assert fake.count("InitiateAuth") == 0  # refused before it was an auth call
+    assert (await _raw(http, fake.url + "/", b"[1, 2]", {
+        "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target":
+        "AWSCognitoIdentityProviderService.InitiateAuth"}))[1]["__type"] == (
+        "SerializationException")
+    # the same request with the right headers signs in
+    status, _ = await call(http, fake.url, "InitiateAuth", json.loads(body))
+    assert status == 200
+
+
+async def _token(http: aiohttp.ClientSession, fake: FakeCognito, form: Any,
+                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    async with http.post(fake.url + "/oauth2/token", data=form, headers=headers or {}) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+def _basic(text: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(text.encode()).decode()}
+
+
+async def test_token_endpoint_wants_a_form(fake: FakeCognito,
+                                          http: aiohttp.ClientSession) -> None:
+    pool = fake.add_pool()
+    client = fake.add_client(pool, secret="m2m-secret", scopes=["orders/read"])
+    auth = _basic(f"{client}:m2m-secret")
+    form = "grant_type=client_credentials"
+    for content_type in ("application/json", "text/plain", "application/octet-stream"):
+        assert await _token(http, fake, form, {**auth, "Content-Type": content_type}) == (
+            400, {"error": "invalid_request"}), content_type
+    # multipart/form-data is a form to aiohttp (and most servers), not to Cognito
+    multipart = aiohttp.MultipartWriter("form-data")
+    multipart.append("client_credentials").set_content_disposition("form-data",
+                                                                   name="grant_type")
+    assert await _token(http, fake, multipart, auth) == (400, {"error": "invalid_request"})
+    async with aiohttp.ClientSession(skip_auto_headers=("Content-Type",)) as bare:
+        async with bare.post(fake.url + "/oauth2/token", data=form.encode(),
+                             headers=auth) as resp:
+            assert (resp.status, await resp.json()) == (400, {"error": "invalid_request"})
+    status, body = await _token(http, fake, form, {
+        **auth, "Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+    assert status == 200 and body["access_token"]
+    assert await _token(http, fake, {"scope": "orders/read"}, auth) == (
+        400, {"error": "invalid_request"})  # no grant_type
+    assert await _token(http, fake, {"grant_type": "password"}, auth) == (
+        400, {"error": "unsupported_grant_type"})
+
+
+async def test_token_endpoint_client_authentication(fake: FakeCognito,
+                                                    http: aiohttp.ClientSession) -> None:
+    pool = fake.add_pool()
+    client = fake.add_client(pool, secret="m2m-secret", scopes=["orders/read"])
+    public = fake.add_client(pool)
+    grant = {"grant_type": "client_credentials"}
+    # Cognito takes client_secret_basic and client_secret_post (its token endpoint docs).
+    assert (await _token(http, fake, grant, _basic(f"{client}:m2m-secret")))[0] == 200
+    assert (await _token(http, fake, {**grant, "client_id": client},
+                         _basic(f"{client}:m2m-secret")))[0] == 200
+    assert (await _token(http, fake, {**grant, "client_id": client,
+                                      "client_secret": "m2m-secret"}))[0] == 200
+    invalid_client = (400, {"error": "invalid_client"})
+    for headers in ({"Authorization": "Basic %%%not-base64%%%"},
+                    {"Authorization": "Basic " + base64.b64encode(b"\xff\xfe:x").decode()},
+                    _basic(f"{client}m2m-secret"),  # no colon
+                    _basic(f"{client}:wrong-secret"), _basic(f"{client}:"),
+                    _basic("nobody:m2m-secret"), _basic(f"{public}:"),
+                    {"Authorization": "Bearer m2m-secret"}, {}):
+        assert await _token(http, fake, grant, headers) == invalid_client, headers
+    # The body's client id must be the one Basic authenticated.
+    assert await _token(http, fake, {**grant, "client_id": public},
+                        _basic(f"{client}:m2m-secret")) == invalid_client
+    assert await _token(http, fake, {**grant, "client_id": client,
+                                      "client_secret": "wrong"}) == invalid_client
+    assert await _token(http, fake, {**grant, "client_id": client}) == invalid_client
+    # Two ways of authenticating in one request (RFC 6749 section 2.3): refused, even when
+    # both carry the right secret.
+    assert await _token(http, fake, {**grant, "client_id": client, "client_secret":
+                                     "m2m-secret"}, _basic(f"{client}:m2m-secret")) == (
+        400, {"error": "invalid_request"})
+
+
+async def test_grant_and_flow_must_be_enabled_on_the_client(
+        fake: FakeCognito, http: aiohttp.ClientSession) -> None:
+    pool = fake.add_pool()
+    no_m2m = fake.add_client(pool, secret="s3cr3t", scopes=["orders/read"], oauth_flows=())
+    assert await _token(http, fake, {"grant_type": "client_credentials"},
+                        _basic(f"{no_m2m}:s3cr3t")) == (400, {"error": "unauthorized_client"})
+    srp_only = fake.add_client(pool, auth_flows=["USER_SRP_AUTH"])
+    fake.add_user(pool, "alice", "Passw0rd!")
+    for flow, params in (("USER_PASSWORD_AUTH", {"PASSWORD": "Passw0rd!"}),
+                         ("REFRESH_TOKEN_AUTH", {"REFRESH_TOKEN": "x"})):
+        status, body = await call(http, fake.url, "InitiateAuth", _auth(
+            flow, srp_only, USERNAME="alice", **params))
+        assert (status, body) == (400, {"__type": "InvalidParameterException",
+                                        "message": f"{flow} flow not enabled for this client"})
+
+
+async def _mfa_session(http: aiohttp.ClientSession, fake: FakeCognito) -> tuple[str, str]:
+    pool = fake.add_pool()
+    client = fake.add_client(pool)
+    fake.add_user(pool, "alice", "Passw0rd!", challenge="SOFTWARE_TOKEN_MFA", mfa_code="135790")
+    _, body = await call(http, fake.url, "InitiateAuth", _auth(
+        "USER_PASSWORD_AUTH", client, USERNAME="alice", PASSWORD="Passw0rd!"))
+    assert body["ChallengeName"] == "SOFTWARE_TOKEN_MFA"
+    return client, body["Session"]
+
+
+async def _code(http: aiohttp.ClientSession, fake: FakeCognito, client: str, session: str,
+                code: str) -> tuple[int, dict[str, Any]]:
+    return await call(http, fake.url, "RespondToAuthChallenge", {
+        "ChallengeName": "SOFTWARE_TOKEN_MFA", "ClientId": client, "Session": session,
+        "ChallengeResponses": {"USERNAME": "alice", "SOFTWARE_TOKEN_MFA_CODE": code}})
+
+
+async def test_a_session_survives_two_wrong_codes_not_three(
+        fake: FakeCognito, http: aiohttp.ClientSession) -> None:
+    client, session = await _mfa_session(http, fake)
+    for _ in range(2):
+        assert (await _code(http, fake, client, session, "000000"))[1]["__type"] == (
+            "CodeMismatchException")
+    assert (await _code(http, fake, client, session, "135790"))[0] == 200
+
+    client, session = await _mfa_session(http, fake)
+    for _ in range(3):
+        assert (await _code(http, fake, client, session, "000000"))[1]["__type"] == (
+            "CodeMismatchException")
+    # the session is dead: even the right code cannot use it
+    assert await _code(http, fake, client, session, "135790") == (
+        400, {"__type": "NotAuthorizedException", "message": "Invalid session for the user."})
+
+
+async def test_challenge_sessions_expire_after_three_minutes(
+        timed: tuple[FakeCognito, _Clock], http: aiohttp.ClientSession) -> None:
+    fake, clock = timed
+    expired = (400, {"__type": "NotAuthorizedException",
+                     "message": "Invalid session for the user, session is expired."})
+    client, session = await _mfa_session(http, fake)
+    clock.now += 179
+    assert (await _code(http, fake, client, session, "135790"))[0] == 200
+    client, session = await _mfa_session(http, fake)
+    clock.now += 180
+    assert await _code(http, fake, client, session, "135790") == expired
+
+    # PASSWORD_VERIFIER too: the signature is right, the challenge too old.
+    pool = fake.add_pool()
+    client = fake.add_client(pool)
+    fake.add_user(pool, "alice", "Passw0rd!")
+    a, big_a = srp.generate_a()
+    _, ch = await call(http, fake.url, "InitiateAuth", _auth(
+        "USER_SRP_AUTH", client, USERNAME="alice", SRP_A=f"{big_a:x}"))
+    clock.now += 200
+    p, ts = ch["ChallengeParameters"], srp.timestamp(dt.datetime.fromtimestamp(clock.now, dt.UTC))
+    sig = srp.password_claim(pool_id=pool, user_id="alice", password="Passw0rd!", a=a,
+                             big_a=big_a, big_b_hex=p["SRP_B"], salt_hex=p["SALT"],
+                             secret_block=p["SECRET_BLOCK"], ts=ts)
+    assert await call(http, fake.url, "RespondToAuthChallenge", {
+        "ChallengeName": "PASSWORD_VERIFIER", "ClientId": client, "ChallengeResponses": {
+            "USERNAME": "alice", "TIMESTAMP": ts, "PASSWORD_CLAIM_SECRET_BLOCK":
+            p["SECRET_BLOCK"], "PASSWORD_CLAIM_SIGNATURE": sig}}) == expired
+
+
+async def test_repeated_wrong_passwords_lock_the_user_out(
+        timed: tuple[FakeCognito, _Clock], http: aiohttp.ClientSession) -> None:
+    fake, clock = timed
+    pool = fake.add_pool()
+    client = fake.add_client(pool)
+    fake.add_user(pool, "alice", "Passw0rd!")
+    exceeded = (400, {"__type": "NotAuthorizedException",
+                      "message": "Password attempts exceeded"})
+
+    async def sign_in(password: str) -> tuple[int, dict[str, Any]]:
+        return await call(http, fake.url, "InitiateAuth", _auth(
+            "USER_PASSWORD_AUTH", client, USERNAME="alice", PASSWORD=password))
+
+    for _ in range(5):
+        assert await sign_in("wrong") == (400, {"__type": "NotAuthorizedException",
+                                                "message": "Incorrect username or password."})
+    # locked for 2^(5-5) = 1 s: the right password is refused too, and so is SRP
+    assert await sign_in("Passw0rd!") == exceeded
+    assert (await _srp_answer(http, fake, pool, client,
+                              srp.timestamp(dt.datetime.fromtimestamp(clock.now, dt.UTC))
+                              )) == exceeded
+    clock.now += 0.9
+    assert await sign_in("wrong") == exceeded  # attempts while locked do not count
+    clock.now += 0.1
+    assert (await sign_in("wrong"))[1]["message"] == "Incorrect username or password."
+    assert await sign_in("Passw0rd!") == exceeded  # sixth failure: 2 s now
+    clock.now += 1.5
+    assert await sign_in("Passw0rd!") == exceeded
+    clock.now += 0.5
+    assert (await sign_in("Passw0rd!"))[0] == 200
+    # a success forgets the failures: four more are not a lockout
+    for _ in range(4):
+        await sign_in("wrong")
+    assert (await sign_in("Passw0rd!"))[0] == 200
+
+    # fifteen quiet minutes forget them too
+    for _ in range(4):
+        await sign_in("wrong")
+    clock.now += 900
+    assert (await sign_in("wrong"))[1]["message"] == "Incorrect username or password."
+    assert (await sign_in("Passw0rd!"))[0] == 200

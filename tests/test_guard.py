@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, make_mocked_request
+from conftest import ServeProcess
 
 from proxy.config import Cors, Listen
 from proxy.guard import Guard
@@ -283,3 +284,26 @@ async def test_real_server_refuses_rebinding_and_cross_site(served: Served) -> N
     r = await client.post("/", headers={"Origin": "https://app.example.com"})
     assert r.status == 200
     assert seen == ["POST", "POST"]
+
+
+# --- the warning at start -----------------------------------------------------------------------
+
+@pytest.mark.e2e
+def test_serve_warns_when_it_listens_beyond_loopback_without_a_secret(
+        serve: Callable[..., ServeProcess]) -> None:
+    # The real process: Guard.bind_warning is only worth something if serve logs it.
+    text = 'endpoints:\n  - {name: api, endpoint: "http://127.0.0.1:9/Development"}\n'
+    open_sp = serve(text, "--host", "0.0.0.0")
+    secret_sp = serve(text + 'listen: {shared_secret: "s3cret-0123456789"}\n', "--host",
+                      "0.0.0.0")
+    loopback_sp = serve(text)
+    for sp in (open_sp, secret_sp, loopback_sp):
+        assert sp.stop() == 0
+    port = open_sp.url.rsplit(":", 1)[1]
+    warned = [line for line in open_sp.log().splitlines() if "WARNING: listening on" in line]
+    assert len(warned) == 1, open_sp.log()
+    assert f"0.0.0.0:{port}" in warned[0] and "listen.shared_secret is not set" in warned[0]
+    assert "WARNING" in warned[0].split("WARNING: listening")[0]  # logged at warning level
+    for quiet in (secret_sp, loopback_sp):
+        assert "WARNING: listening on" not in quiet.log(), quiet.log()
+        assert "listening on http://" in quiet.log()

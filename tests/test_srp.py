@@ -1,18 +1,31 @@
-"""proxy/credentials/srp.py against pycognito's independent implementation, and against itself
-(the server-side verification the fake Cognito relies on)."""
+"""SRP three ways: our client (proxy/credentials/srp.py), the fake Cognito's server
+(proxy/fakes/cognito_srp.py, which shares no code with it) and pycognito, written by other
+people. The client must sign what pycognito signs, byte for byte; the fake's server must accept
+pycognito's proof as well as ours and refuse a wrong password. Only then does a test against
+the fake say something about Cognito.
+
+pycognito is in the test extra; without it a developer gets a skip, but CI
+(`CI` or `AUTHPROXY_REQUIRE_PYCOGNITO`, set by scripts/test.sh) gets a failure."""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import os
 import secrets
 import types
+from typing import Any
 
 import pytest
 
 from proxy.credentials import srp
+from proxy.fakes import cognito_srp
 
-aws_srp = pytest.importorskip("pycognito.aws_srp")
+aws_srp: Any
+if os.environ.get("CI") or os.environ.get("AUTHPROXY_REQUIRE_PYCOGNITO"):
+    import pycognito.aws_srp as aws_srp
+else:
+    aws_srp = pytest.importorskip("pycognito.aws_srp")
 
 POOL = "us-east-1_AbCdEf123"
 USER_ID = "6f1c2e5a-0d4b-4a7e-9a57-2b9f1c3d4e5f"
@@ -37,23 +50,31 @@ def _pycognito(password: str, a: int, challenge: dict[str, str],
     return result
 
 
-def _server_challenge(password: str, big_a: int) -> tuple[dict[str, str], int, int, int]:
-    salt = secrets.token_hex(16)
-    verifier = srp.make_verifier(POOL, USER_ID, password, salt)
-    b = int.from_bytes(secrets.token_bytes(128), "big") % srp.N
-    big_b = srp.server_b(verifier, b)
+def _server_challenge(password: str, big_a: int, salt: str | None = None,
+                      ) -> tuple[dict[str, str], cognito_srp.ServerSession]:
+    """A PASSWORD_VERIFIER challenge as the fake Cognito's server would give it."""
+    salt = salt or secrets.token_hex(16)
+    server = cognito_srp.ServerSession(cognito_srp.verifier(POOL, USER_ID, password, salt),
+                                       f"{big_a:x}")
     block = base64.b64encode(secrets.token_bytes(64)).decode()
-    challenge = {"SALT": salt, "SRP_B": f"{big_b:x}", "SECRET_BLOCK": block,
+    challenge = {"SALT": salt, "SRP_B": f"{server.big_b:x}", "SECRET_BLOCK": block,
                  "USER_ID_FOR_SRP": USER_ID, "USERNAME": USER_ID}
-    return challenge, verifier, b, big_b
+    return challenge, server
+
+
+def _accepts(server: cognito_srp.ServerSession, challenge: dict[str, str], signature: str,
+             ts: str) -> bool:
+    return server.check(pool_id=POOL, user_id=USER_ID, secret_block=challenge["SECRET_BLOCK"],
+                        timestamp=ts, signature=signature)
 
 
 def test_constants_match_pycognito() -> None:
     assert srp.N_HEX == aws_srp.N_HEX
     helper = aws_srp.AWSSRP(username="u", password="p", pool_id=POOL, client_id="c",
                             client=object())
-    assert srp.K == helper.val_k
-    assert srp.G == helper.val_g
+    assert srp.K == cognito_srp.K == helper.val_k
+    assert srp.G == cognito_srp.G == helper.val_g
+    assert cognito_srp.N == srp.N == int(aws_srp.N_HEX, 16)
 
 
 @pytest.mark.parametrize("value", [0x1, 0xF, 0x80, 0x7F, 0x8000, 0x123, 2**3071, srp.N - 1])
@@ -71,16 +92,30 @@ def test_timestamp_format() -> None:
 
 
 def test_secret_hash_matches_pycognito() -> None:
-    assert (srp.secret_hash("alice@example.com", "client123", "s3cr3t")
-            == aws_srp.AWSSRP.get_secret_hash("alice@example.com", "client123", "s3cr3t"))
+    theirs = aws_srp.AWSSRP.get_secret_hash("alice@example.com", "client123", "s3cr3t")
+    assert srp.secret_hash("alice@example.com", "client123", "s3cr3t") == theirs
+    assert cognito_srp.secret_hash("alice@example.com", "client123", "s3cr3t") == theirs
 
 
-@pytest.mark.parametrize("trial", range(5))
+@pytest.mark.parametrize("when", [NOW, dt.datetime(2026, 12, 31, 23, 59, 59, tzinfo=dt.UTC),
+                                  dt.datetime(2024, 2, 29, 0, 0, 0, tzinfo=dt.UTC)])
+def test_fake_reads_pycognitos_timestamps(when: dt.datetime) -> None:
+    theirs = aws_srp.AWSSRP.get_cognito_formatted_timestamp(when)
+    assert cognito_srp.parse_timestamp(theirs) == (when, theirs)
+    padded = theirs.replace(f" {when.day} ", f" {when.day:02d} ")
+    assert cognito_srp.parse_timestamp(padded) == (when, theirs)  # read, then signed canonical
+
+
+# salts whose hex has a leading zero byte or a top bit set are padded differently
+SALTS = [None, None, "000a" + "5c" * 14, "8f" + "01" * 15, "0" + "7" * 31]
+
+
+@pytest.mark.parametrize("salt", SALTS)
 def test_signature_matches_pycognito_byte_for_byte(
-        trial: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    password = f"Correct-Horse-{trial}-ünïcode"
+        salt: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    password = f"Correct-Horse-{salt}-ünïcode"
     a, big_a = srp.generate_a()
-    challenge, *_ = _server_challenge(password, big_a)
+    challenge, server = _server_challenge(password, big_a, salt)
     ours = srp.password_claim(
         pool_id=POOL, user_id=USER_ID, password=password, a=a, big_a=big_a,
         big_b_hex=challenge["SRP_B"], salt_hex=challenge["SALT"],
@@ -88,6 +123,18 @@ def test_signature_matches_pycognito_byte_for_byte(
     theirs = _pycognito(password, a, challenge, monkeypatch)
     assert theirs["TIMESTAMP"] == srp.timestamp(NOW)
     assert ours == theirs["PASSWORD_CLAIM_SIGNATURE"]
+    # and the fake's server, independent of both, accepts that proof
+    assert _accepts(server, challenge, theirs["PASSWORD_CLAIM_SIGNATURE"], srp.timestamp(NOW))
+
+
+@pytest.mark.parametrize("salt", SALTS[2:])
+def test_fake_server_refuses_pycognitos_proof_of_a_wrong_password(
+        salt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, big_a = srp.generate_a()
+    challenge, server = _server_challenge("right-password", big_a, salt)
+    theirs = _pycognito("wrong-password", a, challenge, monkeypatch)
+    assert not _accepts(server, challenge, theirs["PASSWORD_CLAIM_SIGNATURE"],
+                        srp.timestamp(NOW))
 
 
 def test_generate_a_is_g_to_the_a() -> None:
@@ -104,23 +151,20 @@ def _claim(password: str, a: int, big_a: int, challenge: dict[str, str]) -> str:
         secret_block=challenge["SECRET_BLOCK"], ts=srp.timestamp(NOW))
 
 
-def test_server_accepts_right_password_and_rejects_wrong_one() -> None:
+def test_fake_server_accepts_right_password_and_rejects_wrong_one() -> None:
     a, big_a = srp.generate_a()
-    challenge, verifier, b, big_b = _server_challenge("right-password", big_a)
+    challenge, server = _server_challenge("right-password", big_a)
     right = _claim("right-password", a, big_a, challenge)
     wrong = _claim("wrong-password", a, big_a, challenge)
     assert right != wrong
-
-    def verify(signature: str, ts: str = srp.timestamp(NOW)) -> bool:
-        return srp.verify_password_claim(
-            pool_id=POOL, user_id=USER_ID, verifier=verifier, b=b, big_b=big_b,
-            big_a_hex=f"{big_a:x}", secret_block=challenge["SECRET_BLOCK"], ts=ts,
-            signature=signature)
-
-    assert verify(right)
-    assert not verify(wrong)
-    # the timestamp is part of the signed message
-    assert not verify(right, ts="Thu Mar 5 07:08:10 UTC 2026")
+    ts = srp.timestamp(NOW)
+    assert _accepts(server, challenge, right, ts)
+    assert not _accepts(server, challenge, wrong, ts)
+    # the timestamp and the secret block are part of the signed message
+    assert not _accepts(server, challenge, right, "Thu Mar 5 07:08:10 UTC 2026")
+    other = {**challenge, "SECRET_BLOCK": base64.b64encode(b"x" * 64).decode()}
+    assert not _accepts(server, other, right, ts)
+    assert not _accepts(server, {**challenge, "SECRET_BLOCK": "not base64!"}, right, ts)
 
 
 def test_malicious_values_are_refused() -> None:
@@ -128,6 +172,6 @@ def test_malicious_values_are_refused() -> None:
     with pytest.raises(srp.SrpError):
         srp.password_claim(pool_id=POOL, user_id=USER_ID, password="p", a=a, big_a=big_a,
                            big_b_hex=srp.N_HEX, salt_hex="00ff", secret_block="", ts="t")
-    with pytest.raises(srp.SrpError):
-        srp.verify_password_claim(pool_id=POOL, user_id=USER_ID, verifier=5, b=7, big_b=9,
-                                  big_a_hex="0", secret_block="", ts="t", signature="")
+    for big_a_hex in ("0", srp.N_HEX, f"{2 * srp.N:x}", "zz", ""):
+        with pytest.raises(ValueError):
+            cognito_srp.ServerSession(12345, big_a_hex)

@@ -125,8 +125,10 @@ class CognitoApi:
         if self._cfg.scopes:
             form["scope"] = " ".join(self._cfg.scopes)
         basic = base64.b64encode(f"{self._cfg.client_id}:{self._secret or ''}".encode()).decode()
+        # Content-Type set here, not left to the session: Cognito refuses a form without it.
         data = await self._send(url, "oauth2/token", "client_credentials", (), data=form,
-                                headers={"Authorization": f"Basic {basic}"})
+                                headers={"Authorization": f"Basic {basic}",
+                                         "Content-Type": "application/x-www-form-urlencoded"})
         return Tokens(access_token=str(data["access_token"]), id_token=None, refresh_token=None,
                       expires_in=int(data.get("expires_in", 3600)), method="client_credentials")
 

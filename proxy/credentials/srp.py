@@ -1,8 +1,8 @@
 """Cognito's SRP-6a variant (USER_SRP_AUTH + PASSWORD_VERIFIER), as pure functions.
 
-Both sides live here: the client (`generate_a`, `password_claim`) used by the token source and
-`login`, and the server (`make_verifier`, `server_b`, `verify_password_claim`) used by the fake
-Cognito, so that the fake checks the same math a real pool does and a wrong password fails.
+The client side only (`generate_a`, `password_claim`), used by the token source and `login`.
+The fake Cognito's server side is its own code (proxy/fakes/cognito_srp.py): a fake that
+verified with these functions would agree with any mistake in them.
 
 Cognito's choices, which must be matched byte for byte (amazon-cognito-identity-js
 AuthenticationHelper): N is the 3072-bit RFC 3526 prime, g = 2, H = SHA-256 over the bytes of
@@ -114,27 +114,3 @@ def secret_hash(username: str, client_id: str, client_secret: str) -> str:
     """SECRET_HASH, sent whenever the app client has a secret."""
     digest = hmac.new(client_secret.encode(), (username + client_id).encode(), hashlib.sha256)
     return base64.b64encode(digest.digest()).decode()
-
-
-# --- server side (the fake Cognito) -----------------------------------------------------------
-
-def make_verifier(pool_id: str, user_id: str, password: str, salt_hex: str) -> int:
-    """v = g^x: what a pool stores instead of the password."""
-    return pow(G, _x(pool_id, user_id, password, salt_hex), N)
-
-
-def server_b(verifier: int, b: int) -> int:
-    """B = k*v + g^b, the server's public value for private `b`."""
-    return (K * verifier + pow(G, b, N)) % N
-
-
-def verify_password_claim(*, pool_id: str, user_id: str, verifier: int, b: int, big_b: int,
-                          big_a_hex: str, secret_block: str, ts: str, signature: str) -> bool:
-    """Recompute the key from the server's side, S = (A * v^u)^b, and compare signatures."""
-    big_a = int(big_a_hex, 16)
-    if big_a % N == 0:
-        raise SrpError("A % N == 0")
-    u = _u(big_a, big_b)
-    s = pow(big_a * pow(verifier, u, N), b, N)
-    expected = _signature(_hkdf(s, u), pool_id, user_id, secret_block, ts)
-    return hmac.compare_digest(expected, signature)

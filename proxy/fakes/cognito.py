@@ -8,12 +8,18 @@ wire format, for tests and `authproxy demo`.
     fake.add_user(pool, "alice", "Passw0rd!", email="alice@example.com")
     ... CognitoCredential(endpoint=fake.url, user_pool_id=pool, client_id=client, ...)
 
-It checks what real Cognito checks, so code that passes here is not merely agreeing with its own
-misreading: SRP is verified with server-side math (a wrong password fails), SECRET_HASH is
-required and checked (with Cognito's internal username on refresh), tokens are RS256 JWTs with
-Cognito's claims, signed by separate ID and access keys published at the pool's JWKS URL.
-Faults (throttling, 500, delay, stopped, revoked refresh tokens) and per-operation call counters
-let tests prove retry and single-flight behaviour by counting.
+It refuses what real Cognito refuses, so code that passes here is not merely agreeing with its
+own misreading: the JSON API wants `Content-Type: application/x-amz-json-1.1` and a full
+`X-Amz-Target`, /oauth2/token a form body with its Content-Type and a well-formed client
+authentication; SRP is verified with the fake's own server-side math (`cognito_srp`, which shares
+no code with the client under test), including the TIMESTAMP's format and age; SECRET_HASH is
+required and checked (with Cognito's internal username on refresh); challenge sessions expire
+after three minutes and die after three wrong codes; repeated wrong passwords lock the user out
+for a while, as Cognito does. Tokens are RS256 JWTs with Cognito's claims, signed by separate ID
+and access keys published at the pool's JWKS URL. Faults (throttling, 500, delay, stopped,
+revoked refresh tokens) and per-operation call counters let tests prove retry and single-flight
+behaviour by counting. Every time-dependent rule reads `clock` (wall seconds), so tests move
+time by hand instead of sleeping.
 """
 
 from __future__ import annotations
@@ -23,18 +29,17 @@ import base64
 import binascii
 import contextvars
 import json
-import re
 import secrets
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from proxy.credentials import srp
+from proxy.fakes import cognito_srp
 from proxy.fakes.cognito_pool import (
     FakeClient,
     FakePool,
@@ -53,8 +58,18 @@ MFA_CODE_KEYS = {"SOFTWARE_TOKEN_MFA": "SOFTWARE_TOKEN_MFA_CODE", "SMS_MFA": "SM
                  "EMAIL_OTP": "EMAIL_OTP_CODE"}
 CHALLENGES = ("NEW_PASSWORD_REQUIRED", *MFA_CODE_KEYS)
 ALL_FLOWS = frozenset({"USER_PASSWORD_AUTH", "USER_SRP_AUTH", "REFRESH_TOKEN_AUTH"})
-_TIMESTAMP = re.compile(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|"
-                        r"Nov|Dec) [1-9]\d? \d\d:\d\d:\d\d UTC \d{4}")
+FORM = "application/x-www-form-urlencoded"
+SESSION_LIFETIME = 180.0  # AuthSessionValidity's default: three minutes per challenge
+MAX_CODE_ATTEMPTS = 3  # wrong MFA codes one session survives; then it is dead
+# Cognito does not document how far TIMESTAMP may be from its clock; clients with a clock off
+# by more than about five minutes are reported to fail, so the fake allows that much.
+TIMESTAMP_TOLERANCE = 300.0
+# "After five failed sign-in attempts ... locks out your user for one second. The lockout
+# duration then doubles after each additional one failed attempt, up to a maximum of
+# approximately 15 minutes", and 15 quiet minutes forget the failures (AWS developer guide,
+# "Lockout behavior for failed sign-in attempts").
+LOCKOUT_AFTER, LOCKOUT_MAX, LOCKOUT_FORGET = 5, 900.0, 900.0
+_BAD_TIMESTAMP = "TIMESTAMP format should be EEE MMM d HH:mm:ss z yyyy in english."
 
 
 class CognitoFault(Exception):
@@ -72,10 +87,10 @@ class _Pending:
     client: FakeClient
     user: FakeUser
     challenge: str
+    expires: float  # wall time, on the fake's clock
     done: set[str] = field(default_factory=set)
-    b: int = 0
-    big_b: int = 0
-    big_a_hex: str = ""
+    srp: cognito_srp.ServerSession | None = None
+    wrong_codes: int = 0
 
 
 @dataclass
@@ -89,8 +104,9 @@ class _Refresh:
 
 class FakeCognito:
     def __init__(self, *, region: str = "us-east-1", host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, clock: Callable[[], float] = time.time) -> None:
         self.region, self.host, self.port = region, host, port
+        self.clock = clock  # wall seconds: token times, session expiry, lockouts, TIMESTAMP age
         self.token_lifetime = 3600  # seconds, for ID and access tokens (ExpiresIn)
         self.clock_skew = 0.0  # seconds added to iat/exp: a Cognito whose clock is off
         self.delay = 0.0  # seconds every auth call waits before answering
@@ -139,10 +155,15 @@ class FakeCognito:
 
     def add_client(self, pool_id: str, client_id: str | None = None, *,
                    secret: str | None = None, scopes: Sequence[str] = (),
-                   auth_flows: Sequence[str] = tuple(ALL_FLOWS)) -> str:
+                   auth_flows: Sequence[str] = tuple(ALL_FLOWS),
+                   oauth_flows: Sequence[str] | None = None) -> str:
+        """`oauth_flows` (AllowedOAuthFlows) defaults to client_credentials for a client with a
+        secret and scopes, the only kind Cognito lets have it, and to none otherwise."""
         client_id = client_id or secrets.token_hex(13)
+        if oauth_flows is None:
+            oauth_flows = ("client_credentials",) if secret and scopes else ()
         self.clients[client_id] = FakeClient(client_id, pool_id, secret, tuple(scopes),
-                                             frozenset(auth_flows))
+                                             frozenset(auth_flows), frozenset(oauth_flows))
         return client_id
 
     def add_user(self, pool_id: str, username: str, password: str, *, email: str | None = None,
@@ -222,9 +243,24 @@ class FakeCognito:
             _CALL.reset(token)
 
     async def _api_call(self, request: web.Request) -> web.Response:
-        op = request.headers.get("X-Amz-Target", "").removeprefix(_TARGET)
+        target = request.headers.get("X-Amz-Target", "")
+        op = target.removeprefix(_TARGET) if target.startswith(_TARGET) else ""
         try:
-            body = json.loads(await request.read() or b"{}")
+            if op not in ("InitiateAuth", "RespondToAuthChallenge"):
+                # AWS's JSON protocol: the operation is named by the full target only.
+                raise CognitoFault("UnknownOperationException",
+                                   f"Unknown operation {target!r}" if target
+                                   else "Missing X-Amz-Target header")
+            if request.content_type != AMZ_JSON:
+                # Cognito answers SerializationException to a body it will not read as JSON 1.1
+                raise CognitoFault("SerializationException", "Content-Type must be "
+                                   f"{AMZ_JSON}, got {request.content_type!r}")
+            try:
+                body = json.loads(await request.read())
+            except ValueError:
+                raise CognitoFault("SerializationException", "Body is not JSON") from None
+            if not isinstance(body, dict):
+                raise CognitoFault("SerializationException", "Body is not a JSON object")
             if op == "InitiateAuth":
                 flow = str(body.get("AuthFlow", ""))
                 flow = "REFRESH_TOKEN_AUTH" if flow == "REFRESH_TOKEN" else flow
@@ -235,8 +271,6 @@ class FakeCognito:
                 name = str(body.get("ChallengeName", ""))
                 await self._guard(f"{op}/{name}")
                 result = self._respond(name, self._client(body), body)
-            else:
-                raise CognitoFault("UnknownOperationException", f"unknown operation {op!r}")
         except CognitoFault as f:
             return web.json_response({"__type": f.kind, "message": f.message}, status=f.status,
                                      content_type=AMZ_JSON,
@@ -258,30 +292,61 @@ class FakeCognito:
             status = 429 if f.kind == "TooManyRequestsException" else f.status
             return web.json_response({"error": "server_error" if status >= 500
                                       else "too_many_requests"}, status=status)
+        # Every refusal below is Cognito's documented shape: 400 {"error": ...}.
+        if request.content_type != FORM:
+            return _oauth_error("invalid_request")  # "Must always be" a form (token endpoint)
         form = await request.post()
-        client_id, secret = str(form.get("client_id", "")), str(form.get("client_secret", ""))
-        kind, _, cred = request.headers.get("Authorization", "").partition(" ")
-        if kind.lower() == "basic":
-            try:
-                client_id, _, secret = base64.b64decode(cred).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                client_id = ""
-        client = self.clients.get(client_id)
-        if not client or not client.secret or not secrets.compare_digest(client.secret, secret):
-            return web.json_response({"error": "invalid_client"}, status=400)
-        if form.get("grant_type") != "client_credentials":
-            return web.json_response({"error": "unsupported_grant_type"}, status=400)
+        client, error = self._token_client(request.headers.getall("Authorization", []), form)
+        if client is None:
+            return _oauth_error(error)
+        grant = form.get("grant_type")
+        if not grant:
+            return _oauth_error("invalid_request")
+        if grant != "client_credentials":
+            return _oauth_error("unsupported_grant_type")
+        if "client_credentials" not in client.oauth_flows:
+            return _oauth_error("unauthorized_client")
         asked = str(form.get("scope", "")).split()
         if not client.scopes or not set(asked) <= set(client.scopes):
-            return web.json_response({"error": "invalid_scope" if client.scopes
-                                      else "unauthorized_client"}, status=400)
-        now = int(time.time() + self.clock_skew)
-        claims = {"sub": client_id, "token_use": "access", "scope": " ".join(asked
-                  or client.scopes), "auth_time": now, "client_id": client_id, "version": 2}
+            return _oauth_error("invalid_scope")
+        now = int(self.clock() + self.clock_skew)
+        claims = {"sub": client.client_id, "token_use": "access", "scope": " ".join(
+            asked or client.scopes), "auth_time": now, "client_id": client.client_id,
+            "version": 2}
         token = sign(self.pools[client.pool_id], "access", claims, issuer=self.issuer(
             client.pool_id), now=now, lifetime=self.token_lifetime)
         return web.json_response({"access_token": token, "expires_in": self.token_lifetime,
                                   "token_type": "Bearer"})
+
+    def _token_client(self, authorization: list[str], form: Any,
+                      ) -> tuple[FakeClient, str] | tuple[None, str]:
+        """The client a token request authenticates as, by client_secret_basic or
+        client_secret_post (Cognito takes either, never both at once), or the error to answer.
+        Only confidential clients get here: the client credentials grant needs a secret."""
+        body_id, body_secret = form.get("client_id"), form.get("client_secret")
+        if len(authorization) > 1:
+            return None, "invalid_request"
+        if authorization:
+            scheme, _, cred = authorization[0].partition(" ")
+            if scheme.lower() != "basic" or body_secret is not None:
+                return None, "invalid_request" if body_secret is not None else "invalid_client"
+            try:
+                decoded = base64.b64decode(cred.strip(), validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                return None, "invalid_client"
+            # no colon: an empty secret, which no confidential client has
+            client_id, _, secret = decoded.partition(":")
+            if body_id is not None and body_id != client_id:
+                return None, "invalid_client"
+        elif body_id is not None and body_secret is not None:
+            client_id, secret = str(body_id), str(body_secret)
+        else:
+            return None, "invalid_client"
+        client = self.clients.get(client_id)
+        if (client is None or client.secret is None
+                or not secrets.compare_digest(client.secret.encode(), secret.encode())):
+            return None, "invalid_client"
+        return client, ""
 
     # --- the operations ---------------------------------------------------------------------
 
@@ -299,7 +364,8 @@ class FakeCognito:
         if not sent:
             raise CognitoFault("NotAuthorizedException", f"Client {client.client_id} is "
                                "configured with secret but SECRET_HASH was not received")
-        if sent != srp.secret_hash(user, client.client_id, client.secret):
+        expected = cognito_srp.secret_hash(user, client.client_id, client.secret)
+        if not secrets.compare_digest(str(sent).encode(), expected.encode()):
             raise CognitoFault("NotAuthorizedException",
                                f"Unable to verify secret hash for client {client.client_id}")
 
@@ -310,6 +376,23 @@ class FakeCognito:
         if not user.enabled:
             raise CognitoFault("NotAuthorizedException", "User is disabled.")
         return user
+
+    def _password_checked(self, user: FakeUser, right: bool) -> None:
+        """Count a password check towards Cognito's lockout: a refusal while locked out (even
+        with the right password) neither counts nor lengthens the lockout."""
+        now = self.clock()
+        if now < user.locked_until:
+            raise CognitoFault("NotAuthorizedException", "Password attempts exceeded")
+        if user.failures and now - user.last_failure >= LOCKOUT_FORGET:
+            user.failures = 0
+        if right:
+            user.failures = 0
+            return
+        user.failures += 1
+        user.last_failure = now
+        if user.failures >= LOCKOUT_AFTER:
+            user.locked_until = now + min(2.0 ** (user.failures - LOCKOUT_AFTER), LOCKOUT_MAX)
+        raise CognitoFault("NotAuthorizedException", "Incorrect username or password.")
 
     def _initiate(self, flow: str, client: FakeClient, params: dict[str, Any]) -> dict[str, Any]:
         if flow not in ALL_FLOWS:
@@ -333,29 +416,35 @@ class FakeCognito:
         self._check_secret_hash(client, params, typed)
         user = self._user(pool, typed)
         if flow == "USER_PASSWORD_AUTH":
-            if not secrets.compare_digest(params.get("PASSWORD", ""), user.password):
-                raise CognitoFault("NotAuthorizedException", "Incorrect username or password.")
-            return self._next(_Pending(pool, client, user, ""))
-        b = int.from_bytes(secrets.token_bytes(128), "big") % srp.N
-        pending = _Pending(pool, client, user, "PASSWORD_VERIFIER", b=b,
-                           big_b=srp.server_b(user.verifier, b),
-                           big_a_hex=str(params.get("SRP_A", "")))
-        if not pending.big_a_hex or int(pending.big_a_hex, 16) % srp.N == 0:
-            raise CognitoFault("InvalidParameterException", "SRP_A is missing or invalid")
+            sent = str(params.get("PASSWORD", ""))
+            self._password_checked(user, secrets.compare_digest(sent.encode(),
+                                                                user.password.encode()))
+            return self._next(self._pending(pool, client, user, ""))
+        try:
+            server = cognito_srp.ServerSession(user.verifier, str(params.get("SRP_A", "")))
+        except ValueError:
+            raise CognitoFault("InvalidParameterException", "SRP_A is missing or invalid") from None
         block = base64.b64encode(secrets.token_bytes(64)).decode()
-        self._srp[block] = pending
+        self._srp[block] = self._pending(pool, client, user, "PASSWORD_VERIFIER", srp=server)
         return {"ChallengeName": "PASSWORD_VERIFIER", "ChallengeParameters": {
-            "SALT": user.salt, "SRP_B": f"{pending.big_b:x}", "SECRET_BLOCK": block,
+            "SALT": user.salt, "SRP_B": f"{server.big_b:x}", "SECRET_BLOCK": block,
             "USER_ID_FOR_SRP": user.username, "USERNAME": user.username}}
+
+    def _pending(self, pool: FakePool, client: FakeClient, user: FakeUser, challenge: str,
+                 srp: cognito_srp.ServerSession | None = None) -> _Pending:
+        return _Pending(pool, client, user, challenge, self.clock() + SESSION_LIFETIME, srp=srp)
 
     def _respond(self, name: str, client: FakeClient, body: dict[str, Any]) -> dict[str, Any]:
         answers: dict[str, Any] = body.get("ChallengeResponses") or {}
-        if name == "PASSWORD_VERIFIER":
-            pending = self._srp.pop(str(answers.get("PASSWORD_CLAIM_SECRET_BLOCK")), None)
-        else:
-            pending = self._sessions.pop(str(body.get("Session")), None)
+        key = (str(answers.get("PASSWORD_CLAIM_SECRET_BLOCK")) if name == "PASSWORD_VERIFIER"
+               else str(body.get("Session")))
+        store = self._srp if name == "PASSWORD_VERIFIER" else self._sessions
+        pending = store.pop(key, None)  # one answer per session, right or wrong
         if pending is None or pending.client is not client:
             raise CognitoFault("NotAuthorizedException", "Invalid session for the user.")
+        if self.clock() >= pending.expires:
+            raise CognitoFault("NotAuthorizedException",
+                               "Invalid session for the user, session is expired.")
         if pending.challenge != name:
             raise CognitoFault("InvalidParameterException",
                                f"expected challenge {pending.challenge}, got {name}")
@@ -364,15 +453,7 @@ class FakeCognito:
             raise CognitoFault("NotAuthorizedException", "Incorrect username or password.")
         self._check_secret_hash(client, answers, str(answers["USERNAME"]))
         if name == "PASSWORD_VERIFIER":
-            ts = str(answers.get("TIMESTAMP", ""))
-            if not _TIMESTAMP.fullmatch(ts):
-                raise CognitoFault("InvalidParameterException", "TIMESTAMP format is invalid")
-            if not srp.verify_password_claim(
-                    pool_id=pool.pool_id, user_id=user.username, verifier=user.verifier,
-                    b=pending.b, big_b=pending.big_b, big_a_hex=pending.big_a_hex,
-                    secret_block=str(answers["PASSWORD_CLAIM_SECRET_BLOCK"]), ts=ts,
-                    signature=str(answers.get("PASSWORD_CLAIM_SIGNATURE", ""))):
-                raise CognitoFault("NotAuthorizedException", "Incorrect username or password.")
+            self._password_verifier(pending, answers)
         elif name == "NEW_PASSWORD_REQUIRED":
             new = str(answers.get("NEW_PASSWORD", ""))
             if len(new) < 8:
@@ -380,11 +461,29 @@ class FakeCognito:
                                    "policy: Password not long enough")
             set_password(pool.pool_id, user, new)
             user.challenges.remove(name)
-        elif answers.get(MFA_CODE_KEYS[name]) != user.mfa_code:
-            self._sessions[str(body.get("Session"))] = pending  # the user may try again
+        elif not secrets.compare_digest(str(answers.get(MFA_CODE_KEYS[name], "")).encode(),
+                                        user.mfa_code.encode()):
+            pending.wrong_codes += 1
+            if pending.wrong_codes < MAX_CODE_ATTEMPTS:  # the user may try again, a few times
+                self._sessions[key] = pending
             raise CognitoFault("CodeMismatchException", "Invalid code received for user")
         pending.done.add(name)
         return self._next(pending)
+
+    def _password_verifier(self, pending: _Pending, answers: dict[str, Any]) -> None:
+        parsed = cognito_srp.parse_timestamp(str(answers.get("TIMESTAMP", "")))
+        if parsed is None:
+            raise CognitoFault("InvalidParameterException", _BAD_TIMESTAMP)
+        when, canonical = parsed
+        assert pending.srp is not None
+        right = pending.srp.check(
+            pool_id=pending.pool.pool_id, user_id=pending.user.username,
+            secret_block=str(answers.get("PASSWORD_CLAIM_SECRET_BLOCK", "")),
+            timestamp=canonical, signature=str(answers.get("PASSWORD_CLAIM_SIGNATURE", "")))
+        if abs(when.timestamp() - self.clock()) > TIMESTAMP_TOLERANCE:
+            # A clock problem, not a guess at the password: refused without counting.
+            raise CognitoFault("NotAuthorizedException", "Incorrect username or password.")
+        self._password_checked(pending.user, right)
 
     def _next(self, pending: _Pending) -> dict[str, Any]:
         """After the password checks out: the user's next challenge, or tokens."""
@@ -393,6 +492,7 @@ class FakeCognito:
             tokens = self._tokens(pending.pool, pending.client, pending.user, None)
             return {"AuthenticationResult": tokens, "ChallengeParameters": {}}
         pending.challenge, session = left[0], secrets.token_urlsafe(96)
+        pending.expires, pending.wrong_codes = self.clock() + SESSION_LIFETIME, 0
         self._sessions[session] = pending
         params = {"USER_ID_FOR_SRP": pending.user.username}
         if pending.challenge == "NEW_PASSWORD_REQUIRED":
@@ -408,7 +508,7 @@ class FakeCognito:
 
     def _tokens(self, pool: FakePool, client: FakeClient, user: FakeUser,
                 auth_time: int | None) -> dict[str, Any]:
-        now = int(time.time() + self.clock_skew)
+        now = int(self.clock() + self.clock_skew)
         result = user_tokens(pool, client, user, issuer=self.issuer(pool.pool_id), now=now,
                              lifetime=self.token_lifetime, auth_time=auth_time or now)
         if auth_time is None:  # a sign-in, not a refresh: Cognito hands out a refresh token
@@ -416,6 +516,10 @@ class FakeCognito:
             self._refresh[refresh] = _Refresh(pool.pool_id, client.client_id, user.username, now)
             result["RefreshToken"] = refresh
         return result
+
+
+def _oauth_error(error: str) -> web.Response:
+    return web.json_response({"error": error}, status=400)
 
 
 async def _main(port: int) -> None:

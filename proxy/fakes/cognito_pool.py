@@ -11,7 +11,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from proxy.credentials import srp
+from proxy.fakes import cognito_srp
 
 
 @dataclass
@@ -27,6 +27,11 @@ class FakeUser:
     sub: str = field(default_factory=lambda: str(uuid.uuid4()))
     salt: str = ""
     verifier: int = 0
+    # Cognito's lockout: failed password checks so far, when the last one was, and until when
+    # (wall time) every attempt is refused with "Password attempts exceeded"
+    failures: int = 0
+    last_failure: float = 0.0
+    locked_until: float = 0.0
 
 
 @dataclass
@@ -35,7 +40,8 @@ class FakeClient:
     pool_id: str
     secret: str | None
     scopes: tuple[str, ...]
-    auth_flows: frozenset[str]
+    auth_flows: frozenset[str]  # ExplicitAuthFlows: USER_PASSWORD_AUTH, USER_SRP_AUTH, ...
+    oauth_flows: frozenset[str] = frozenset()  # AllowedOAuthFlows: client_credentials, code
 
 
 @dataclass
@@ -55,7 +61,6 @@ class FakePool:
                      and self.email_as_username), None)
 
 
-
 def new_pool(pool_id: str, email_as_username: bool) -> FakePool:
     keys = [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in "ia"]
     return FakePool(pool_id, email_as_username, keys[0], keys[1])
@@ -65,7 +70,7 @@ def set_password(pool_id: str, user: FakeUser, password: str) -> None:
     """Store what a pool stores: a fresh salt and the SRP verifier (the password is kept too,
     for USER_PASSWORD_AUTH)."""
     user.password, user.salt = password, secrets.token_hex(16)
-    user.verifier = srp.make_verifier(pool_id, user.username, password, user.salt)
+    user.verifier = cognito_srp.verifier(pool_id, user.username, password, user.salt)
 
 
 def jwks(pool: FakePool) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from typing import Any
 
 from yarl import URL
 
-from proxy.commands.decode import human_delta, parse
 from proxy.config import CognitoCredential, Credential, Endpoint
+from proxy.jwt import human_delta, parse
 from proxy.target import Hinter
 
 log = logging.getLogger("authproxy.hints")

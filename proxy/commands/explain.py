@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
@@ -11,8 +10,7 @@ from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
 from proxy.app import build_runtime, target_problem
-from proxy.config import CognitoCredential, Config, StaticCredential
-from proxy.credentials import token_store
+from proxy.config import Config
 from proxy.forward import Exchange, upstream_headers
 from proxy.guard import SECRET_HEADER
 from proxy.log import redact_headers
@@ -77,17 +75,13 @@ def explain(config: Config, method: str, header_args: Sequence[str], target: str
     up = rt.upstreams[ep.name]
     print(f"upstream: {method.upper()} {up.url(match.rest, query)}")
     inject = None
+    shown_as_is: frozenset[str] = frozenset()
     if ep.auth:
-        cred = config.credentials[ep.auth]
-        source = rt.sources[ep.auth]
-        if isinstance(cred, StaticCredential):
-            value, how = cred.value.reveal(), "static value"
-        else:
-            value = f"{cred.prefix}<{cred.token} token>"
-            how = (f"cognito {cred.flow}, {cred.token} token fetched and refreshed at run time; "
-                   f"{_sign_in(cred)}")
-        inject = (source.header_name, value)
-        print(f"credential: {ep.auth} ({how})")
+        described = rt.sources[ep.auth].describe()
+        inject = described.headers
+        if described.redacted:
+            shown_as_is = frozenset(k.lower() for k, _ in inject)
+        print(f"credential: {ep.auth} ({described.how})")
     else:
         print("credential: none (no auth header is added)")
     sent = upstream_headers(request, up, inject, Exchange())
@@ -95,10 +89,10 @@ def explain(config: Config, method: str, header_args: Sequence[str], target: str
     sent["Host"] = up.url("", "").raw_authority
     received = {k.lower() for k in headers}
     print("headers sent upstream:")
-    secret = frozenset([inject[0].lower()] if inject and ep.auth and isinstance(
-        config.credentials[ep.auth], StaticCredential) else [])
-    for name, value in redact_headers(sent.items(), secret):
+    for name, value in sent.items():
         low = name.lower()
+        if low not in shown_as_is:
+            value = redact_headers([(name, value)])[0][1]
         mark = "+" if low not in received else ("~" if headers.get(name) != value else " ")
         print(f"  {mark} {name}: {value}")
     for name in headers:
@@ -136,21 +130,6 @@ def _fix(denied: web.Response, headers: CIMultiDict[str]) -> str | None:
     if code == "secret_required":
         return f"send {SECRET_HEADER}: <listen.shared_secret>"
     return None
-
-
-def _sign_in(cred: CognitoCredential) -> str:
-    """How the credential will sign in, from what is on disk (no network)."""
-    if cred.flow == "client_credentials":
-        return f"client credentials at {cred.domain}/oauth2/token"
-    saved = token_store.load(token_store.path_for(cred, token_store.default_dir()))
-    if saved is not None:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(saved.saved_at))
-        return f"saved sign-in from `authproxy login` ({when}) used first"
-    if cred.password is not None or cred.refresh_token is not None:
-        return "signs in with the configured " + (
-            "password" if cred.password is not None else "refresh token")
-    return (f"NO password and no saved sign-in: requests will get 503 until you run "
-            f"`authproxy login {cred.name}`")
 
 
 def _message(text: str | None) -> str:

@@ -7,7 +7,7 @@ refresh window (it started while a REFRESH_TOKEN_AUTH call was in flight at Cogn
 and the token that reached API Gateway is checked against its own `exp`.
 
     .venv/bin/python bench/token_refresh.py                 # through authproxy serve
-    .venv/bin/python bench/token_refresh.py --direct        # CognitoSource.current()/header()
+    .venv/bin/python bench/token_refresh.py --direct        # CognitoSource.current()/headers_for()
     .venv/bin/python bench/token_refresh.py --seconds 20 --rate 500
 
 Not a test: it prints a report and exits 1 when a request failed, a request saw an expired token,
@@ -37,12 +37,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from proxy.config import CognitoCredential  # noqa: E402
+from proxy.credentials import Outgoing  # noqa: E402
 from proxy.credentials.cognito import CognitoSource  # noqa: E402
 from proxy.fakes.apigw import FakeApiGateway  # noqa: E402
 from proxy.fakes.cognito import FakeCognito  # noqa: E402
 from proxy.secret import Secret  # noqa: E402
 
 LIFETIME, MARGIN = 10, 5
+REQUEST = Outgoing(method="GET", host="bench", raw_path="/", query="", headers=())
 
 
 @dataclass
@@ -134,7 +136,7 @@ async def load_proxy(http: aiohttp.ClientSession, url: str, seconds: float,
 
 async def load_direct(source: CognitoSource, seconds: float, rate: float,
                       workers: int) -> list[Sample]:
-    """What a request does in the proxy: current(), and header() only when that is None."""
+    """What a request does in the proxy: current(), and headers_for() only when that is None."""
     samples: list[Sample] = []
     end, interval = time.monotonic() + seconds, workers / rate
 
@@ -144,7 +146,7 @@ async def load_direct(source: CognitoSource, seconds: float, rate: float,
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             started = time.monotonic()
             try:
-                value = source.current() or await source.header()
+                value = (source.current() or await source.headers_for(REQUEST))[0][1]
                 ok, fresh = True, token_fresh(value, time.time())
             except Exception:  # noqa: BLE001 - a failed request is what we count
                 ok = fresh = False
@@ -229,7 +231,7 @@ async def main(args: argparse.Namespace) -> int:
                     refresh_margin=MARGIN, endpoint=cognito.url),
                     cache_dir=Path(tempfile.mkdtemp()))
                 await source.start(http)
-                await source.header()
+                await source.headers_for(REQUEST)
                 samples = await load_direct(source, args.seconds, args.rate, args.workers)
                 extra = {"status": {k: source.status()[k] for k in ("fetches", "methods")}}
                 await source.close()
@@ -271,5 +273,5 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=20)
     parser.add_argument("--cognito-latency", type=float, default=0.2)
     parser.add_argument("--direct", action="store_true",
-                        help="drive CognitoSource.current()/header() without the proxy")
+                        help="drive CognitoSource.current()/headers_for() without the proxy")
     raise SystemExit(asyncio.run(main(parser.parse_args())))

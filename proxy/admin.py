@@ -141,7 +141,8 @@ class Admin:
     def credentials(self, request: web.BaseRequest) -> web.Response:
         now, out = time.time(), {}
         for name, source in self.sources_in_use().items():
-            value = source.current()
+            low = source.header_name.lower()
+            value = next((v for k, v in source.current() or () if k.lower() == low), None)
             out[name] = source.status() | {
                 "ready": source.ready(),
                 "token": token_info(source.header_name, value, now) if value else None}

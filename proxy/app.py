@@ -18,9 +18,9 @@ from proxy.admin import Admin, Metrics
 from proxy.client_conn import SUPPORTED_VERSIONS, ProxyServer, request_id, version_refusal
 from proxy.config import Config, Listen
 from proxy.cors import CorsPolicy
-from proxy.credentials import CredentialSource, CredentialsUnavailable, build_sources
+from proxy.credentials import CredentialSource, CredentialsUnavailable, Outgoing, build_sources
 from proxy.errors import error_response
-from proxy.forward import Exchange, Replay, forward, framing_problem
+from proxy.forward import Exchange, Inject, Replay, forward, framing_problem, header_list
 from proxy.guard import Guard
 from proxy.hints import build_hinter
 from proxy.history import History
@@ -54,7 +54,7 @@ def build_runtime(config: Config, keep: dict[str, CredentialSource] | None = Non
     sources.update((n, s) for n, s in old.items() if n in config.credentials)
     upstreams = {ep.name: Upstream.build(
         ep, sources[ep.auth].header_name if ep.auth else None,
-        build_hinter(ep, config.credentials[ep.auth] if ep.auth else None),
+        build_hinter(ep, sources[ep.auth].describe() if ep.auth else None),
         config.listen.header_timeout)
         for ep in config.endpoints}
     guard = Guard(config.listen, config.cors)
@@ -157,18 +157,23 @@ class Proxy:
                 404, "no_route", f"no endpoint matches {path} (endpoints: {known}); "
                 f"try `authproxy explain {path}`"), "-", started, None, origin)
         ep = match.endpoint
+        up = rt.upstreams[ep.name]
         inject = replay = None
+        injected = None
         if ep.auth is not None:
             source = rt.sources[ep.auth]
-            try:
-                value = source.current() or await source.header()
-            except CredentialsUnavailable as e:
-                return self._done(request, error_response(
-                    503, "credentials_unavailable", f"credential {ep.auth!r}: {e}"),
-                    ep.name, started, None, origin)
-            inject = (source.header_name, value)
+            injected = source.header_name
+            # A lookup for static and bearer values; only a fetch or a signature awaits.
+            inject = source.current()
+            if inject is None:
+                try:
+                    inject = await source.headers_for(_outgoing(request, up, match.rest, query))
+                except CredentialsUnavailable as e:
+                    return self._done(request, error_response(
+                        503, "credentials_unavailable", f"credential {ep.auth!r}: {e}"),
+                        ep.name, started, None, origin)
             if source.refreshable:
-                replay = _replayer(source, value)
+                replay = _replayer(source, inject, request, up, match.rest, query)
         expect = request.headers.get("Expect")
         if expect is not None:
             if expect.lower() != "100-continue":
@@ -181,12 +186,11 @@ class Proxy:
         ex = Exchange()
         self.metrics.in_flight += 1
         try:
-            resp = await forward(request, self.pool, rt.upstreams[ep.name], match.rest,
+            resp = await forward(request, self.pool, up, match.rest,
                                  query, inject, rt.cors.response_headers(origin), ex, replay)
         finally:
             self.metrics.in_flight -= 1
-        return self._done(request, resp, ep.name, started, ex, None,
-                          inject[0] if inject else None)
+        return self._done(request, resp, ep.name, started, ex, None, injected)
 
     def _done(self, request: web.BaseRequest, resp: web.StreamResponse, endpoint: str,
               started: float, ex: Exchange | None, origin: str | None = None,
@@ -239,10 +243,18 @@ class Proxy:
         log_access(text, extra)
 
 
-def _replayer(source: CredentialSource, sent: str) -> Replay:
-    async def replay() -> tuple[str, str] | None:
+def _outgoing(request: web.BaseRequest, up: Upstream, rest: str, query: str) -> Outgoing:
+    """The request as it goes upstream, for a credential that cannot answer from a lookup."""
+    return Outgoing(method=request.method, host=up.host_header, raw_path=up.base_path + rest,
+                    query=query, headers=header_list(request, up, None, Exchange()))
+
+
+def _replayer(source: CredentialSource, sent: Inject, request: web.BaseRequest, up: Upstream,
+              rest: str, query: str) -> Replay:
+    async def replay() -> Inject | None:
         if await source.rejected(sent):
-            return source.header_name, source.current() or await source.header()
+            return source.current() or await source.headers_for(
+                _outgoing(request, up, rest, query))
         return None
     return replay
 

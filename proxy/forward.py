@@ -55,7 +55,8 @@ class Exchange:
         return self.up.url(*self.target) if self.up is not None else None
 
 
-Replay = Callable[[], Awaitable[tuple[str, str] | None]]
+Inject = tuple[tuple[str, str], ...]  # the credential's headers, one or more pairs
+Replay = Callable[[], Awaitable[Inject | None]]
 HINT_BODY_LIMIT = 8192  # API Gateway's own error bodies are a few dozen bytes
 
 
@@ -118,7 +119,7 @@ def framing_problem(request: web.BaseRequest) -> str | None:
     return None
 
 
-def header_list(request: web.BaseRequest, up: Upstream, inject: tuple[str, str] | None,
+def header_list(request: web.BaseRequest, up: Upstream, inject: Inject | None,
                 ex: Exchange) -> list[tuple[str, str]]:
     """The headers sent upstream (Host and framing aside), in the client's order, ours
     appended."""
@@ -138,7 +139,7 @@ def header_list(request: web.BaseRequest, up: Upstream, inject: tuple[str, str] 
                 continue
         out.append((name, value))
     if inject is not None and not (client_has_auth and up.keep_client_auth):
-        out.append(inject)
+        out.extend(inject)
     out.extend(up.set_headers)
     ex.request_id = rid = h.get("X-Request-Id") or new_request_id()
     prior = h.get("X-Forwarded-For")
@@ -149,7 +150,7 @@ def header_list(request: web.BaseRequest, up: Upstream, inject: tuple[str, str] 
 
 
 def upstream_headers(request: web.BaseRequest, up: Upstream,
-                     inject: tuple[str, str] | None, ex: Exchange) -> CIMultiDict[str]:
+                     inject: Inject | None, ex: Exchange) -> CIMultiDict[str]:
     return CIMultiDict(header_list(request, up, inject, ex))
 
 
@@ -203,11 +204,11 @@ def _head(method: str, up: Upstream, rest: str, query: str, headers: list[tuple[
 
 
 async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
-                  rest: str, query: str, inject: tuple[str, str] | None,
+                  rest: str, query: str, inject: Inject | None,
                   cors_headers: Iterable[tuple[str, str]], ex: Exchange,
                   replay: Replay | None = None) -> web.StreamResponse:
     """`replay`, for credentials that can be refreshed: called when the upstream answers 401;
-    it returns a new header to send the request again with, or None to pass the 401 back."""
+    it returns new headers to send the request again with, or None to pass the 401 back."""
     headers = ex.sent_headers = header_list(request, up, inject, ex)
     ex.up, ex.target = up, (rest, query)
     kept: _KeptBody | None = None
@@ -247,8 +248,8 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
                     raise
                 if fresh is not None:
                     answer.close()
-                    low = fresh[0].lower()
-                    headers = [h for h in headers if h[0].lower() != low] + [fresh]
+                    low = {name.lower() for name, _ in fresh}
+                    headers = [h for h in headers if h[0].lower() not in low] + list(fresh)
                     ex.sent_headers, ex.replayed = headers, True
                     answer = None
                     answer = await pool.request(

@@ -15,17 +15,33 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from yarl import URL
 
-from proxy.commands.decode import human_delta, parse
-from proxy.config import CognitoCredential, Credential, Endpoint
+from proxy.config import Endpoint
+from proxy.jwt import human_delta, parse
 from proxy.target import Hinter
 
 log = logging.getLogger("authproxy.hints")
 
 MAX_HINT = 700  # characters; a header value, so one line of printable ASCII
+
+
+class Facts(Protocol):
+    """What a hint needs to know of a credential: its `describe()` (proxy.credentials'
+    Description) has these, so hints never look at a credential's class or config."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def header(self) -> str: ...
+    @property
+    def flow(self) -> str: ...
+    @property
+    def refreshed(self) -> bool: ...
+    @property
+    def settings(self) -> frozenset[str]: ...
 
 
 @dataclass(frozen=True)
@@ -43,7 +59,7 @@ class EndpointHints:
     endpoint: str
     base: str  # the upstream base URL, e.g. https://x.execute-api.../Development
     stage: str  # its path, e.g. /Development ("" when none)
-    credential: Credential | None
+    credential: Facts | None  # the endpoint's credential, None for auth: none
     header: str  # the header an authorizer reads the token from
     now: Callable[[], float] = time.time
 
@@ -102,10 +118,9 @@ class EndpointHints:
             claims = None
         return Sent(present=True, bearer=bearer, claims=claims, length=len(value))
 
-    @property
-    def cognito(self) -> CognitoCredential | None:
-        c = self.credential
-        return c if isinstance(c, CognitoCredential) else None
+    def has(self, setting: str) -> bool:
+        """The credential has this setting to fix the header with (token, prefix)."""
+        return self.credential is not None and setting in self.credential.settings
 
     # --- one method per known answer ----------------------------------------------------------
 
@@ -121,8 +136,8 @@ class EndpointHints:
         if isinstance(exp, int | float) and exp <= self.now():
             return self.expired(s)
         use = s.claims.get("token_use")
-        cog = self.cognito
-        if use == "access" and cog is not None and cog.flow == "client_credentials":
+        cred = self.credential
+        if use == "access" and cred is not None and cred.flow == "client_credentials":
             parts = ["the authorizer refused a client_credentials access token (scope: "
                      f"{s.claims.get('scope', '-')}): the method needs OAuth scopes on its "
                      "Cognito authorizer that this app client is allowed"]
@@ -147,8 +162,8 @@ class EndpointHints:
         return f"credential '{c.name}'" if c else "the client's own token (auth: none)"
 
     def fix_token(self, use: str) -> str:
-        if self.cognito is not None:
-            return f"set token: {use} on credential '{self.cognito.name}'"
+        if self.credential is not None and self.has("token"):
+            return f"set token: {use} on credential '{self.credential.name}'"
         kind = "an ID token" if use == "id" else "an access token"
         if self.credential is not None:
             return f"put {kind} in credential '{self.credential.name}'"
@@ -156,11 +171,11 @@ class EndpointHints:
 
     def fix_prefix(self, bearer: bool) -> str:
         if bearer:
-            fix = ('set prefix: ""' if self.cognito else "drop 'Bearer ' from its value"
+            fix = ('set prefix: ""' if self.has("prefix") else "drop 'Bearer ' from its value"
                    if self.credential else "send it without 'Bearer '")
             return f"it went as 'Bearer <token>'; if the authorizer (a REST API Cognito " \
                    f"authorizer, say) wants the bare token, {fix}"
-        fix = ('set prefix: "Bearer "' if self.cognito else "start its value with 'Bearer '"
+        fix = ('set prefix: "Bearer "' if self.has("prefix") else "start its value with 'Bearer '"
                if self.credential else "send it as 'Bearer <token>'")
         return f"it went bare; if the authorizer expects 'Bearer <token>', {fix}"
 
@@ -183,7 +198,7 @@ class EndpointHints:
                     f"expires in {human_delta(exp - now)} (exp {when}): this clock is at least "
                     f"{human_delta(exp - now)} behind; sync it (e.g. timedatectl set-ntp true)")
         ago = human_delta(now - exp)
-        if self.cognito is not None:
+        if self.credential is not None and self.credential.refreshed:
             return (f"the token expired {ago} ago (exp {when}) and was not refreshed: see "
                     f"the last error of {self.whose} in the inspector's credentials panel "
                     "(after a suspend, the next request fetches a new one)")
@@ -229,7 +244,7 @@ class EndpointHints:
                 f"'{self.endpoint}' (or set it with set_headers)" + also)
 
 
-def build_hinter(ep: Endpoint, credential: Credential | None,
+def build_hinter(ep: Endpoint, credential: Facts | None,
                  now: Callable[[], float] = time.time) -> Hinter:
     base = ep.endpoint.rstrip("/")
     header = credential.header if credential is not None else "Authorization"

@@ -23,8 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.commands.decode import describe_time, parse
 from proxy.forward import Exchange
+from proxy.jwt import describe_time, parse
 from proxy.log import SENSITIVE, redact_headers
 from proxy.redaction import redact_queries, redact_target
 from proxy.secret import redact

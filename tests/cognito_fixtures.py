@@ -17,6 +17,7 @@ import jwt
 import pytest
 
 from proxy.config import CognitoCredential
+from proxy.credentials import CredentialSource, Outgoing
 from proxy.credentials.cognito import CognitoSource
 from proxy.fakes.cognito import FakeCognito
 from proxy.secret import Secret
@@ -60,6 +61,32 @@ async def verify(http: aiohttp.ClientSession, fake: FakeCognito, pool: str,
         token, key.key, algorithms=["RS256"], audience=audience, issuer=fake.issuer(pool),
         options={"verify_aud": audience is not None})
     return claims
+
+
+# Bearer credentials ignore the request; these helpers read the one header they give.
+REQUEST = Outgoing(method="GET", host="api.example", raw_path="/Development/x", query="",
+                   headers=())
+
+
+def _value(source: CredentialSource, headers: tuple[tuple[str, str], ...]) -> str:
+    assert [k for k, _ in headers] == [source.header_name]
+    return headers[0][1]
+
+
+async def header(source: CredentialSource) -> str:
+    """The header value a request gets (waiting for a fetch if need be)."""
+    return _value(source, await source.headers_for(REQUEST))
+
+
+def current(source: CredentialSource) -> str | None:
+    """The header value ready now, without waiting."""
+    headers = source.current()
+    return _value(source, headers) if headers is not None else None
+
+
+async def rejected(source: CredentialSource, value: str) -> bool:
+    """The upstream answered 401 to a request sent with `value`."""
+    return await source.rejected(((source.header_name, value),))
 
 
 class FakeClock:

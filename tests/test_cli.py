@@ -200,7 +200,8 @@ def test_explain_shows_the_decision(tmp_path: Path, threaded_apigw: FakeApiGatew
     miss = run("explain", "-c", str(path), "/nowhere")
     assert miss.returncode == 3 and "NO MATCH" in miss.stdout
     evil = run("explain", "-c", str(path), "-H", "Origin: http://evil.test", "/api/x")
-    assert evil.returncode == 3 and "origin_not_allowed" in evil.stdout
+    assert evil.returncode == 4 and "origin_not_allowed" in evil.stdout
+    assert "endpoint: api" in evil.stdout and "fix: add 'http://evil.test'" in evil.stdout
 
 
 def _jwt(claims: dict[str, object]) -> str:

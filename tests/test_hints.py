@@ -15,6 +15,7 @@ from cognito_fixtures import fake_fixture  # noqa: F401  (the `fake` fixture)
 from conftest import MakeProxy
 
 from proxy.config import CognitoCredential, Endpoint
+from proxy.credentials import build_source
 from proxy.fakes.apigw import FakeApiGateway
 from proxy.fakes.cognito import FakeCognito
 from proxy.hints import build_hinter
@@ -268,9 +269,10 @@ def test_expiry_judged_with_the_given_clock() -> None:
     ep = Endpoint(name="api", endpoint="https://h.example/prod", auth="user", prefix="/api")
     token = make_jwt(iat=1_000_000, exp=1_003_600)
     sent = [("Authorization", f"Bearer {token}")]
-    late = build_hinter(ep, cred, now=lambda: 1_003_700.0)(401, EXPIRED.encode(), sent)
+    facts = build_source(cred).describe()
+    late = build_hinter(ep, facts, now=lambda: 1_003_700.0)(401, EXPIRED.encode(), sent)
     assert late is not None and "expired 1m 40s ago" in late and "not refreshed" in late
-    early = build_hinter(ep, cred, now=lambda: 1_003_000.0)(401, EXPIRED.encode(), sent)
+    early = build_hinter(ep, facts, now=lambda: 1_003_000.0)(401, EXPIRED.encode(), sent)
     assert early is not None and "expires in 10m" in early and "behind" in early
     for hint in (late, early):
         assert token not in hint and all(" " <= c <= "~" for c in hint)

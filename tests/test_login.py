@@ -13,6 +13,7 @@ from cognito_fixtures import (  # noqa: F401
     CognitoEnv,
     env_fixture,
     fake_fixture,
+    header,
     http_fixture,
 )
 
@@ -70,7 +71,7 @@ async def test_login_answers_challenges_saves_the_refresh_token_and_serve_uses_i
     # serve: no password in the config, MFA on the user, and yet a token, by refresh only
     signins = fake.count("InitiateAuth", "USER_SRP_AUTH")
     source = await env.source(config)
-    assert (await source.header()).startswith("Bearer eyJ")
+    assert (await header(source)).startswith("Bearer eyJ")
     assert fake.count("InitiateAuth", "REFRESH_TOKEN_AUTH") == 1
     assert fake.count("InitiateAuth", "USER_SRP_AUTH") == signins
     # token: the same, in one call
@@ -99,7 +100,7 @@ async def test_prompts_for_a_missing_username_and_keys_the_cache_as_serve_does(
     assert [k for k, _, _ in script.asked] == ["username", "password"]
     assert result.cache_file == token_store.path_for(config, env.cache_dir)
     source = await env.source(config)
-    assert (await source.header()).startswith("Bearer ")
+    assert (await header(source)).startswith("Bearer ")
 
 
 async def test_email_pool_with_secret_saves_the_internal_username(env: CognitoEnv) -> None:

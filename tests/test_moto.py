@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import jwt
 import pytest
-from cognito_fixtures import FakeClock
+from cognito_fixtures import FakeClock, current, header, rejected
 
 from proxy.config import CognitoCredential
 from proxy.credentials import CredentialsUnavailable
@@ -86,12 +86,12 @@ async def test_sign_in_refresh_and_jwks(idp: Any, moto_url: str, http: aiohttp.C
     source = CognitoSource(_cred(moto_url, pool, client), cache_dir=tmp_path, clock=clock)
     await source.start(http)
     try:
-        first = await source.header()
+        first = await header(source)
         assert source.status()["methods"] == {"USER_PASSWORD_AUTH": 1}
         # moto always issues 3600 s tokens; the refresh is due at exp - 300 s
         assert source.status()["refresh_in"] == pytest.approx(3300, abs=5)
-        assert await source.rejected(first) is True  # refresh now, as after an upstream 401
-        second = source.current()
+        assert await rejected(source, first) is True  # refresh now, as after an upstream 401
+        second = current(source)
         assert second is not None
         assert source.status()["methods"] == {"USER_PASSWORD_AUTH": 1, "REFRESH_TOKEN_AUTH": 1}
     finally:
@@ -119,18 +119,18 @@ async def test_wrong_password_and_revoked_refresh_token(
     await bad.start(http)
     try:
         with pytest.raises(CredentialsUnavailable, match="wrong password for user alice"):
-            await bad.header()
+            await header(bad)
     finally:
         await bad.close()
 
     source = CognitoSource(_cred(moto_url, pool, client), cache_dir=tmp_path, clock=FakeClock())
     await source.start(http)
     try:
-        first = await source.header()
+        first = await header(source)
         assert source._refresh_token is not None
         refresh = source._refresh_token.reveal()
         idp.admin_user_global_sign_out(UserPoolId=pool, Username="alice")
-        assert await source.rejected(first) is True
+        assert await rejected(source, first) is True
         # moto refused the revoked refresh token, so the source signed in again
         assert source.status()["methods"] == {"USER_PASSWORD_AUTH": 2}
     finally:
@@ -150,7 +150,7 @@ async def test_login_answers_new_password_required(
     source = CognitoSource(config, cache_dir=tmp_path, clock=FakeClock())
     await source.start(http)
     try:
-        assert (await source.header()).startswith("Bearer ")
+        assert (await header(source)).startswith("Bearer ")
         assert source.status()["methods"] == {"REFRESH_TOKEN_AUTH": 1}
     finally:
         await source.close()

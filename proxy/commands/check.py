@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from proxy.config import CognitoCredential, Config, StaticCredential
+from proxy.config import Config
+from proxy.credentials import build_source
 
 
 def check(config: Config) -> int:
@@ -20,14 +21,7 @@ def check(config: Config) -> int:
     used = {ep.auth for ep in config.endpoints}
     for name, cred in config.credentials.items():
         unused = "" if name in used else "  (not used by any endpoint)"
-        if isinstance(cred, StaticCredential):
-            print(f"  {name}: static, header {cred.header}: {cred.value}{unused}")
-        elif isinstance(cred, CognitoCredential):
-            who = cred.domain if cred.flow == "client_credentials" else \
-                f"{cred.username or '(login cache)'} @ {cred.user_pool_id}"
-            secret = ", client secret set" if cred.client_secret else ""
-            print(f"  {name}: cognito {cred.flow}, {cred.token} token as "
-                  f"{cred.header}: {cred.prefix}<jwt>, {who}{secret}{unused}")
+        print(f"  {name}: {build_source(cred).describe().summary}{unused}")
     cors = config.cors
     print(f"\ncors: origins {', '.join(cors.allow_origins) or '(none: only the proxy itself)'}"
           f", credentials {'allowed' if cors.allow_credentials else 'not allowed'}")

@@ -13,10 +13,10 @@ from pathlib import Path
 import aiohttp
 
 from proxy import log
-from proxy.commands.decode import parse
 from proxy.config import load_config
 from proxy.fakes.apigw import FakeApiGateway
 from proxy.fakes.cognito import FakeCognito
+from proxy.jwt import parse
 from proxy.secret import redact
 from proxy.server import BindError, Running, start
 

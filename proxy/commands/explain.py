@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
+from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
 from proxy.app import build_runtime, target_problem
-from proxy.config import CognitoCredential, Config, StaticCredential
-from proxy.credentials import token_store
+from proxy.config import Config
 from proxy.forward import Exchange, upstream_headers
+from proxy.guard import SECRET_HEADER
 from proxy.log import redact_headers
 
 
@@ -35,24 +35,30 @@ def explain(config: Config, method: str, header_args: Sequence[str], target: str
     path, _, query = target.partition("?")
     print(f"request: {method.upper()} {target}  (Host: {headers['Host']})")
 
+    # A refusal is noted, not the end: the rest of the decision is what the user will get
+    # once the fix is in, and seeing it all at once saves a round of trial and error.
     denied = rt.guard.check(request)
+    refusal = None
     if denied is not None:
-        print(f"guard: REFUSED {denied.status} {denied.headers.get('X-Authproxy-Error')}: "
-              f"{_message(denied.text)}")
-        return 3
-    origin = headers.get("Origin")
-    print(f"guard: Host {headers['Host']} allowed"
-          + (f"; Origin {origin} allowed" if origin else "; no Origin (not a cross-site call)"))
+        code = denied.headers.get("X-Authproxy-Error", "")
+        refusal = f"REFUSED {denied.status} {code}: {_message(denied.text)}"
+        print(f"guard: {refusal}")
+    else:
+        origin = headers.get("Origin")
+        print(f"guard: Host {headers['Host']} allowed" + (
+            f"; Origin {origin} allowed" if origin else "; no Origin (not a cross-site call)"))
     if path.startswith(config.admin.prefix + "/") or path == config.admin.prefix:
         print(f"admin: answered by the proxy itself ({config.admin.prefix}), never forwarded")
-        return 0
+        return _verdict(refusal, denied, headers, 0)
     if rt.cors.is_preflight(request):
         answer = rt.cors.preflight(request)
         print(f"cors: preflight answered by the proxy with {answer.status}, never forwarded")
         for k, v in answer.headers.items():
             if k.lower().startswith(("access-control-", "vary")):
                 print(f"  {k}: {v}")
-        return 0 if answer.status < 400 else 3
+        if refusal is None and answer.status >= 400:
+            refusal = f"REFUSED {answer.status} preflight"
+        return _verdict(refusal, denied, headers, 0)
     problem = target_problem(path)
     if problem:
         print(f"target: REFUSED 400 bad_request: {problem}")
@@ -69,17 +75,13 @@ def explain(config: Config, method: str, header_args: Sequence[str], target: str
     up = rt.upstreams[ep.name]
     print(f"upstream: {method.upper()} {up.url(match.rest, query)}")
     inject = None
+    shown_as_is: frozenset[str] = frozenset()
     if ep.auth:
-        cred = config.credentials[ep.auth]
-        source = rt.sources[ep.auth]
-        if isinstance(cred, StaticCredential):
-            value, how = cred.value.reveal(), "static value"
-        else:
-            value = f"{cred.prefix}<{cred.token} token>"
-            how = (f"cognito {cred.flow}, {cred.token} token fetched and refreshed at run time; "
-                   f"{_sign_in(cred)}")
-        inject = (source.header_name, value)
-        print(f"credential: {ep.auth} ({how})")
+        described = rt.sources[ep.auth].describe()
+        inject = described.headers
+        if described.redacted:
+            shown_as_is = frozenset(k.lower() for k, _ in inject)
+        print(f"credential: {ep.auth} ({described.how})")
     else:
         print("credential: none (no auth header is added)")
     sent = upstream_headers(request, up, inject, Exchange())
@@ -87,10 +89,10 @@ def explain(config: Config, method: str, header_args: Sequence[str], target: str
     sent["Host"] = up.url("", "").raw_authority
     received = {k.lower() for k in headers}
     print("headers sent upstream:")
-    secret = frozenset([inject[0].lower()] if inject and ep.auth and isinstance(
-        config.credentials[ep.auth], StaticCredential) else [])
-    for name, value in redact_headers(sent.items(), secret):
+    for name, value in sent.items():
         low = name.lower()
+        if low not in shown_as_is:
+            value = redact_headers([(name, value)])[0][1]
         mark = "+" if low not in received else ("~" if headers.get(name) != value else " ")
         print(f"  {mark} {name}: {value}")
     for name in headers:
@@ -98,22 +100,36 @@ def explain(config: Config, method: str, header_args: Sequence[str], target: str
             print(f"  - {name} (dropped)")
     print("  (+ added, ~ replaced, - dropped; secrets redacted; X-Request-Id is the client's "
           "or a new one per request)")
-    return 0
+    return _verdict(refusal, denied, headers, 0)
 
 
-def _sign_in(cred: CognitoCredential) -> str:
-    """How the credential will sign in, from what is on disk (no network)."""
-    if cred.flow == "client_credentials":
-        return f"client credentials at {cred.domain}/oauth2/token"
-    saved = token_store.load(token_store.path_for(cred, token_store.default_dir()))
-    if saved is not None:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(saved.saved_at))
-        return f"saved sign-in from `authproxy login` ({when}) used first"
-    if cred.password is not None or cred.refresh_token is not None:
-        return "signs in with the configured " + (
-            "password" if cred.password is not None else "refresh token")
-    return (f"NO password and no saved sign-in: requests will get 503 until you run "
-            f"`authproxy login {cred.name}`")
+def _verdict(refusal: str | None, denied: web.Response | None, headers: CIMultiDict[str],
+             code: int) -> int:
+    """Exit 4 when the request matched but is refused, with the refusal and its fix last."""
+    if refusal is None:
+        return code
+    print(f"verdict: {refusal}")
+    fix = _fix(denied, headers) if denied is not None else None
+    if fix:
+        print(f"fix: {fix}")
+    return 4
+
+
+def _fix(denied: web.Response, headers: CIMultiDict[str]) -> str | None:
+    code = denied.headers.get("X-Authproxy-Error")
+    if code == "host_not_allowed":
+        host = headers.get("Host", "").rpartition(":")[0] or headers.get("Host", "")
+        return (f"add {host.lower()!r} to listen.allowed_hosts, or send the request to "
+                "localhost or 127.0.0.1")
+    if code == "origin_not_allowed":
+        origin = headers.get("Origin")
+        if origin is None:
+            return ("a cross-site load without an Origin is never allowed: call the API "
+                    "with fetch() from a page whose origin is in cors.allow_origins")
+        return f"add {origin!r} to cors.allow_origins"
+    if code == "secret_required":
+        return f"send {SECRET_HEADER}: <listen.shared_secret>"
+    return None
 
 
 def _message(text: str | None) -> str:

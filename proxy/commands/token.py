@@ -9,8 +9,8 @@ import logging
 import sys
 
 from proxy.commands.decode import decode
-from proxy.config import CognitoCredential, Config, Credential
-from proxy.credentials import CredentialsUnavailable
+from proxy.config import Config, Credential
+from proxy.credentials import CredentialsUnavailable, build_source
 from proxy.login import login, token
 
 
@@ -39,7 +39,7 @@ def token_command(config: Config, name: str, claims: bool, raw: bool) -> int:
     except CredentialsUnavailable as e:
         print(f"authproxy token {name}: {e}", file=sys.stderr)
         return 1
-    prefix = cred.prefix if isinstance(cred, CognitoCredential) else ""
+    prefix = build_source(cred).describe().prefix
     bare = value[len(prefix):] if prefix and value.startswith(prefix) else value
     if claims:
         return 0 if decode(bare) == 0 else 1
@@ -64,9 +64,10 @@ def login_command(config: Config, name: str) -> int:
     cred = _credential(config, name)
     if cred is None:
         return 2
-    if not isinstance(cred, CognitoCredential):
-        print(f"authproxy login: {name} is a static credential; there is nothing to sign in to",
-              file=sys.stderr)
+    described = build_source(cred).describe()
+    if not described.signs_in:
+        print(f"authproxy login: {name} is a {described.type} credential; there is nothing to "
+              "sign in to", file=sys.stderr)
         return 1
     _quiet()
     try:

@@ -1,27 +1,89 @@
-"""The small protocol every credential strategy follows.
+"""The small protocol every credential strategy follows: "the headers for this request".
 
-A request asks `current()` first: a plain lookup that returns the header value when one is ready
-now. Only when it returns None does the request await `header()`, which may fetch. Strategies use
-aiohttp's client (the app's one ClientSession, given at `start`) but never `aiohttp.web`.
+httpx's `Auth` is the model. Most strategies ignore the request: a static value or a bearer
+token is a tuple of (name, value) pairs computed ahead of time, which `current()` hands out
+with a plain lookup (no allocation per request). A signing strategy (`iam`) needs to see the
+request as it goes upstream, so the one method that may fetch, `headers_for`, is given those
+facts (`Outgoing`); it returns `Authorization`, `X-Amz-Date`, `X-Amz-Security-Token` there.
+`requires_request_body` tells the forwarder to read the body first (to hash it) for such a
+strategy only, and to stream it for every other.
+
+The caller never branches on the strategy:
+
+    headers = source.current() or await source.headers_for(outgoing)
+
+Strategies use aiohttp's client (the app's one ClientSession, given at `start`) but never
+`aiohttp.web`. They also describe themselves (`describe()` for check/explain/token/hints,
+`status()` for readyz/metrics/inspector), so nothing above them switches on their class.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
 
 import aiohttp
+
+Headers = tuple[tuple[str, str], ...]  # (name, value) pairs, in the order they are sent
+# login's prompt(kind, message, secret) -> answer; kind is one of: username, password,
+# new_password, attribute, mfa_code, mfa_choice. `secret` asks the CLI not to echo.
+Prompt = Callable[[str, str, bool], str | Awaitable[str]]
 
 
 class CredentialsUnavailable(Exception):
     """No header value can be had now. The message says why and what to do, never a secret."""
 
 
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A request as it goes upstream, for a strategy whose headers depend on it."""
+
+    method: str
+    host: str  # the Host header sent upstream
+    raw_path: str  # the path as forwarded, percent-encoding kept byte for byte
+    query: str  # the raw query string, without '?'
+    headers: Sequence[tuple[str, str]]  # the headers going upstream, the credential's aside
+    body_sha256: str | None = None  # hex; given only when `requires_request_body` is True
+
+
+@dataclass(frozen=True)
+class Description:
+    """What a strategy is, from its settings alone (no network), secrets redacted: for
+    `check`, `explain`, `token`, `login` and the hints."""
+
+    name: str
+    type: str  # static, cognito, ...
+    header: str  # the header `client_header` governs and an authorizer reads
+    summary: str  # check's line: "static, header x-api-key: ***(8 chars)"
+    how: str  # explain's "credential: NAME (how)"
+    # the headers explain shows as injected: a secret redacted, a value only known at run time
+    # as a placeholder; `redacted` says the values are shown as they are (already redacted)
+    headers: Headers
+    redacted: bool = False
+    prefix: str = ""  # put before the token in the header value; `token --raw` drops it
+    flow: str = ""  # how the value is obtained, in the strategy's own terms
+    refreshed: bool = False  # the proxy fetches the value and refreshes it before it expires
+    settings: frozenset[str] = frozenset()  # config keys that shape the value (token, prefix)
+    signs_in: bool = False  # `authproxy login NAME` has something to do
+
+
+class LoginResult(ABC):
+    """What `authproxy login` prints on success (no secret in it)."""
+
+    @abstractmethod
+    def __str__(self) -> str: ...
+
+
 class CredentialSource(ABC):
     name: str
-    header_name: str  # the header this strategy injects, e.g. Authorization
-    flow: str  # shown in status: static, none, password, srp, ...
-    refreshable = False  # True when `rejected` can produce a new value (an upstream 401 replays)
+    header_name: str  # the header whose client copy `client_header` governs, e.g. Authorization
+    # True: headers_for needs Outgoing.body_sha256, so the forwarder reads the body before
+    # sending (bounded, spooled) instead of streaming it.
+    requires_request_body: ClassVar[bool] = False
+    refreshable: ClassVar[bool] = False  # True when `rejected` can produce new headers
 
     async def start(self, session: aiohttp.ClientSession) -> None:  # noqa: B027
         """Called once the app's ClientSession exists; may begin a first fetch."""
@@ -29,22 +91,35 @@ class CredentialSource(ABC):
     async def close(self) -> None:  # noqa: B027
         """Stop background work."""
 
-    def current(self) -> str | None:
-        """The header value if one is valid now, without waiting. None means: await header()."""
+    def current(self) -> Headers | None:
+        """The headers if they are ready now and do not depend on the request: a lookup,
+        without waiting. None means: await headers_for()."""
         return None
 
     @abstractmethod
-    async def header(self) -> str:
-        """The header value, fetching it if need be; raises CredentialsUnavailable."""
+    async def headers_for(self, request: Outgoing) -> Headers:
+        """The headers for this request, fetching what they need; raises
+        CredentialsUnavailable."""
 
-    async def rejected(self, value: str) -> bool:
-        """The upstream answered 401 to `value`. Return True when a different value is now
-        available and the request is worth replaying."""
+    async def rejected(self, sent: Headers) -> bool:
+        """The upstream refused a request sent with `sent`. True when different headers are
+        now to be had and the request is worth sending again."""
         return False
 
     def ready(self) -> bool:
+        """Headers can be had now, without a fetch."""
         return self.current() is not None
+
+    @abstractmethod
+    def describe(self) -> Description:
+        """Static facts for the CLI and hints; never a secret."""
 
     @abstractmethod
     def status(self) -> dict[str, Any]:
         """State for readyz, metrics and the inspector: JSON-able, never a secret."""
+
+    async def login(self, prompt: Prompt, session: aiohttp.ClientSession,
+                    cache_dir: Path | None = None) -> LoginResult:
+        """Sign in interactively and keep what lets `serve` go on without the user."""
+        raise CredentialsUnavailable(f"{self.name} is a {self.describe().type} credential; "
+                                     "there is nothing to sign in to")

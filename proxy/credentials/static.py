@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from proxy.config import StaticCredential
-from proxy.credentials.base import CredentialSource
+from proxy.credentials.base import CredentialSource, Description, Headers, Outgoing
 
 
 class StaticSource(CredentialSource):
@@ -14,13 +14,21 @@ class StaticSource(CredentialSource):
     def __init__(self, config: StaticCredential) -> None:
         self.name = config.name
         self.header_name = config.header
-        self._value = config.value.reveal()
+        self._config = config
+        self._headers: Headers = ((config.header, config.value.reveal()),)  # built once
 
-    def current(self) -> str:
-        return self._value
+    def current(self) -> Headers:
+        return self._headers
 
-    async def header(self) -> str:
-        return self._value
+    async def headers_for(self, request: Outgoing) -> Headers:
+        return self._headers
+
+    def describe(self) -> Description:
+        shown = str(self._config.value)  # a Secret prints redacted
+        return Description(
+            name=self.name, type="static", header=self.header_name,
+            summary=f"static, header {self.header_name}: {shown}", how="static value",
+            headers=((self.header_name, shown),), redacted=True, flow=self.flow)
 
     def status(self) -> dict[str, Any]:
         return {"name": self.name, "type": "static", "flow": self.flow, "state": "ready",

@@ -12,28 +12,14 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncIterable
-from dataclasses import dataclass, field
 
-from proxy.upstream_conn import Answer, Conn, UpstreamError
+from proxy.upstream_conn import Answer, Conn, Endpoint, UpstreamError
 
 __all__ = ["Answer", "Endpoint", "Pool", "UpstreamError"]
 
 DEADLINE_CHECK = 0.05  # seconds: how late a total timeout may fire
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 Body = bytes | AsyncIterable[bytes] | None
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where and how to connect; equal endpoints share pooled connections."""
-
-    host: str
-    port: int
-    tls: ssl.SSLContext | None
-    proxy: tuple[str, int] | None = None  # an HTTP proxy: CONNECT for TLS, absolute-form else
-    # The Proxy-Authorization value: proxy credentials, kept out of repr() and so out of logs.
-    proxy_auth: str | None = field(default=None, repr=False)
-    connect_timeout: float | None = None
 
 
 class Pool:

@@ -8,15 +8,39 @@ slow the client is. The pool's deadline sweep enforces the endpoint's total time
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+import ssl
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import httptools
 
-if TYPE_CHECKING:
-    from proxy.upstream import Endpoint, Pool
-
 HIGH_WATER = 256 * 1024
 MAX_HEAD = 64 * 1024  # an answer head past this is a 502 (API Gateway's are a few hundred bytes)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to connect; equal endpoints share pooled connections."""
+
+    host: str
+    port: int
+    tls: ssl.SSLContext | None
+    proxy: tuple[str, int] | None = None  # an HTTP proxy: CONNECT for TLS, absolute-form else
+    # The Proxy-Authorization value: proxy credentials, kept out of repr() and so out of logs.
+    proxy_auth: str | None = field(default=None, repr=False)
+    connect_timeout: float | None = None
+
+
+class Owner(Protocol):
+    """What a connection needs of the pool that holds it (proxy/upstream.py's Pool)."""
+
+    watched: set[Answer]
+
+    def release(self, conn: Conn, reusable: bool) -> None: ...
+
+    def lost(self, conn: Conn) -> None: ...
+
+    def watch(self, answer: Answer) -> None: ...
 
 
 class UpstreamError(Exception):
@@ -123,7 +147,7 @@ class Answer:
 
 
 class Conn(asyncio.Protocol):
-    def __init__(self, pool: Pool, ep: Endpoint) -> None:
+    def __init__(self, pool: Owner, ep: Endpoint) -> None:
         self.pool = pool
         self.ep = ep
         self.transport: asyncio.Transport | None = None

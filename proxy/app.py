@@ -14,22 +14,22 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from proxy.admin import Admin, Metrics
-from proxy.client_conn import SUPPORTED_VERSIONS, ProxyServer, request_id, version_refusal
 from proxy.config import Config, Listen
 from proxy.cors import CorsPolicy
 from proxy.credentials import CredentialSource, CredentialsUnavailable, Outgoing, build_sources
+from proxy.debug.admin import Admin, Metrics
+from proxy.debug.hints import build_hinter
+from proxy.debug.history import History
 from proxy.errors import error_response
 from proxy.forward import Exchange, Inject, Replay, forward, framing_problem, header_list
 from proxy.guard import Guard
-from proxy.hints import build_hinter
-from proxy.history import History
+from proxy.http.client_conn import SUPPORTED_VERSIONS, ProxyServer, request_id, version_refusal
+from proxy.http.respond import Relay
+from proxy.http.upstream import Pool
 from proxy.log import access as log_access
 from proxy.log import access_log, redact_headers
-from proxy.respond import Relay
 from proxy.rules import RuleTable
 from proxy.target import Upstream
-from proxy.upstream import Pool
 
 log = logging.getLogger("authproxy")
 

@@ -20,11 +20,11 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from proxy.client_conn import new_request_id
 from proxy.errors import error_response
-from proxy.respond import Relay, bodiless
+from proxy.http.client_conn import new_request_id
+from proxy.http.respond import Relay, bodiless
+from proxy.http.upstream import Answer, Pool, UpstreamError
 from proxy.target import FRAMING, Upstream, connection_tokens, is_hop_by_hop
-from proxy.upstream import Answer, Pool, UpstreamError
 
 log = logging.getLogger("authproxy.forward")
 

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from proxy.app import Proxy, make_server
 from proxy.config import Config, ConfigError
-from proxy.listen import Listener
+from proxy.http.listen import Listener
 
 log = logging.getLogger("authproxy")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from yarl import URL
 
 from proxy.config import Endpoint
-from proxy.upstream import Endpoint as PoolEndpoint
+from proxy.http.upstream import Endpoint as PoolEndpoint
 
 Hinter = Callable[[int, bytes, list[tuple[str, str]]], str | None]
 

@@ -1,5 +1,5 @@
-"""The client side of a connection (proxy/client_conn.py), over raw sockets: heads that never
-finish, idle keep-alive, half-closed clients, parser refusals and request lines of other HTTP
+"""The client side of a connection (proxy/http/client_conn.py), over raw sockets: heads that
+never finish, idle keep-alive, half-closed clients, parser refusals and request lines of other HTTP
 versions answered with the SPEC's JSON in HTTP/1.1, X-Request-Id on every answer."""
 
 from __future__ import annotations

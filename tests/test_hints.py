@@ -16,9 +16,9 @@ from conftest import MakeProxy
 
 from proxy.config import CognitoCredential, Endpoint
 from proxy.credentials import build_source
+from proxy.debug.hints import build_hinter
 from proxy.fakes.apigw import FakeApiGateway
 from proxy.fakes.cognito import FakeCognito
-from proxy.hints import build_hinter
 from proxy.secret import Secret
 
 POOL_ISS = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_AbCdEf123"
@@ -238,12 +238,12 @@ async def test_no_hint_for_other_answers(apigw: FakeApiGateway, make_proxy: Make
 
 async def test_hint_is_logged_and_kept_in_history(apigw: FakeApiGateway, make_proxy: MakeProxy,
                                                   caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="authproxy.hints")
+    caplog.set_level(logging.WARNING, logger="authproxy.debug.hints")
     client = await make_proxy(config(apigw.url, f"Bearer {ACCESS_TOKEN}"))
     resp = await client.get("/api/orders", headers=refusal(401, UNAUTHORIZED)
                             | {"X-Request-Id": "req-42"})
     hint = resp.headers["X-Authproxy-Hint"]
-    records = [r for r in caplog.records if r.name == "authproxy.hints"]
+    records = [r for r in caplog.records if r.name == "authproxy.debug.hints"]
     assert len(records) == 1 and records[0].levelno == logging.WARNING
     line = records[0].getMessage()
     assert line.startswith('api: API Gateway answered 401 "Unauthorized" (request req-42)')

@@ -346,7 +346,7 @@ async def test_records_are_built_when_asked_for_and_tokens_decoded_once(
         apigw: FakeApiGateway, make_proxy: MakeProxy) -> None:
     from conftest import PROXIES
 
-    from proxy.history import _decode
+    from proxy.debug.history import _decode
 
     _decode.cache_clear()
     client = await make_proxy(config(apigw.url))

@@ -37,7 +37,7 @@ endpoints:
 
 
 def source(name: str) -> str:
-    return (resources.files("proxy.inspector") / name).read_text()
+    return (resources.files("proxy.debug.inspector") / name).read_text()
 
 
 # --- served as static files with a strict policy ----------------------------------------------

@@ -1,4 +1,5 @@
-"""The accept loop (proxy/listen.py): every pending connection is taken, binding errors surface."""
+"""The accept loop (proxy/http/listen.py): every pending connection is taken, binding errors
+surface."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import socket
 
 import pytest
 
-from proxy.listen import Listener
+from proxy.http.listen import Listener
 
 pytestmark = pytest.mark.timeout(20)
 

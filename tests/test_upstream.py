@@ -1,6 +1,6 @@
-"""The lean upstream client (proxy/upstream.py) against raw sockets: pooling, framing both ways,
-HEAD, 1xx, HTTP/1.0 and Connection: close upstreams, a plain HTTP proxy, idle expiry, timeouts,
-and no leaked connection when an answer is dropped half read."""
+"""The lean upstream client (proxy/http/upstream.py) against raw sockets: pooling, framing both
+ways, HEAD, 1xx, HTTP/1.0 and Connection: close upstreams, a plain HTTP proxy, idle expiry,
+timeouts, and no leaked connection when an answer is dropped half read."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from proxy.upstream import Endpoint, Pool, UpstreamError
+from proxy.http.upstream import Endpoint, Pool, UpstreamError
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -1,5 +1,5 @@
 """Admin answers under `admin.prefix`: health, readiness, Prometheus metrics, the exchange
-history and credential state as JSON, and the inspector page (proxy.inspector)."""
+history and credential state as JSON, and the inspector page (proxy.debug.inspector)."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from proxy.credentials import CredentialSource
+from proxy.debug.history import History, StatusFilter, token_info
+from proxy.debug.inspector import Inspector
 from proxy.errors import error_response
-from proxy.history import History, StatusFilter, token_info
-from proxy.inspector import Inspector
 
 
 class Metrics:

@@ -26,7 +26,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from proxy.errors import ERROR_HEADER
-from proxy.respond import Relay
+from proxy.http.respond import Relay
 
 SUPPORTED_VERSIONS = ((1, 0), (1, 1))
 

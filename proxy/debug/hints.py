@@ -3,7 +3,7 @@
 A `Hinter` is built per endpoint at start, from the endpoint and its credential's settings; the
 forwarder calls it with the status, the upstream body and the headers that went upstream. It
 reads the token that was sent (its claims, its prefix), never quotes it, and returns a hint for
-`X-Authproxy-Hint`, the inspector and a warning on the `authproxy.hints` logger. Header values
+`X-Authproxy-Hint`, the inspector and a warning on the `authproxy.debug.hints` logger. Header values
 are the caller's business; a hint only names headers, claims that are not secrets, and times.
 """
 
@@ -23,7 +23,7 @@ from proxy.config import Endpoint
 from proxy.jwt import human_delta, parse
 from proxy.target import Hinter
 
-log = logging.getLogger("authproxy.hints")
+log = logging.getLogger("authproxy.debug.hints")
 
 MAX_HINT = 700  # characters; a header value, so one line of printable ASCII
 

@@ -13,7 +13,7 @@ import asyncio
 import ssl
 from collections.abc import AsyncIterable
 
-from proxy.upstream_conn import Answer, Conn, Endpoint, UpstreamError
+from proxy.http.upstream_conn import Answer, Conn, Endpoint, UpstreamError
 
 __all__ = ["Answer", "Endpoint", "Pool", "UpstreamError"]
 

@@ -32,7 +32,7 @@ class Endpoint:
 
 
 class Owner(Protocol):
-    """What a connection needs of the pool that holds it (proxy/upstream.py's Pool)."""
+    """What a connection needs of the pool that holds it (proxy/http/upstream.py's Pool)."""
 
     watched: set[Answer]
 

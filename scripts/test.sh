@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # The test command of the README: installs what the tests need on a fresh machine (a venv with
-# the project and its test extra; Debian's chromium for the browser tests), then runs ruff, mypy
+# the project and its test extra; Debian's chromium, curl and node), then runs ruff, mypy
 # and the whole pytest suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v chromium >/dev/null 2>&1; then
+# Debian packages the tests drive: chromium (browser tests), curl and node (real clients).
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    echo "== installing Debian's chromium for the browser tests"
+    echo "== installing Debian's ${missing[*]} for the tests"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}" >/dev/null
   else
-    echo "chromium is missing: sudo apt-get install chromium (the browser tests need it)" >&2
+    echo "missing: sudo apt-get install ${missing[*]} (the tests need them)" >&2
     exit 1
   fi
 fi

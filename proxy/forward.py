@@ -24,7 +24,7 @@ from proxy.errors import error_response
 from proxy.http.client_conn import new_request_id
 from proxy.http.respond import Relay, bodiless
 from proxy.http.upstream import Answer, Pool, UpstreamError
-from proxy.target import FRAMING, Upstream, connection_tokens, is_hop_by_hop
+from proxy.target import FRAMING, HOP_BY_HOP, Upstream, connection_tokens
 
 log = logging.getLogger("authproxy.forward")
 
@@ -157,17 +157,20 @@ def upstream_headers(request: web.BaseRequest, up: Upstream,
 def response_headers(up: Upstream, headers: Iterable[tuple[str, str]], request: web.BaseRequest,
                      extra: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
-    listed: frozenset[str] = frozenset()
-    for name, value in headers:
-        if name.lower() == "connection":
-            listed = listed | connection_tokens([value])
+    listed: list[str] | None = None  # the upstream's Connection values: hop-by-hop names too
     for name, value in headers:
         low = name.lower()
-        if is_hop_by_hop(low) or low in listed or low.startswith("access-control-"):
-            continue  # CORS is answered by the proxy alone (`extra`), never twice
+        if low in HOP_BY_HOP or low.startswith(("proxy-", "access-control-")):
+            # CORS is answered by the proxy alone (`extra`), never twice
+            if low == "connection":
+                listed = [*(listed or ()), value]
+            continue
         if low == "location":
             value = _local_location(up, value, request)
         out.append((name, value))
+    if listed is not None:
+        named = connection_tokens(listed)
+        out = [(n, v) for n, v in out if n.lower() not in named]
     out.extend(extra)
     return out
 

@@ -16,7 +16,7 @@ from proxy.http.upstream import Endpoint as PoolEndpoint
 
 Hinter = Callable[[int, bytes, list[tuple[str, str]]], str | None]
 
-# Proxy-* names are hop-by-hop too (any of them, not only these): see is_hop_by_hop.
+# Proxy-* names are hop-by-hop too, any of them (forward.py drops them by prefix).
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
     "te", "trailer", "trailers", "transfer-encoding", "upgrade",
@@ -28,10 +28,6 @@ FRAMING = frozenset({"content-length", "transfer-encoding", "host"})
 # X-Request-Id are ours to set (appended last), and the shared secret guards this proxy only.
 REQUEST_DROP = HOP_BY_HOP | FRAMING | {"x-authproxy-secret", "x-forwarded-for",
                                        "x-forwarded-proto", "x-forwarded-host", "x-request-id"}
-
-
-def is_hop_by_hop(lower_name: str) -> bool:
-    return lower_name in HOP_BY_HOP or lower_name.startswith("proxy-")
 
 
 def connection_tokens(values: list[str]) -> frozenset[str]:

@@ -244,3 +244,18 @@ def test_version_and_help() -> None:
     assert result.returncode == 0
     for command in ("serve", "check", "explain", "decode", "demo"):
         assert command in result.stdout
+
+
+def test_explain_never_shows_query_or_header_secrets(tmp_path: Path,
+                                                     threaded_apigw: FakeApiGateway) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(config(threaded_apigw.url))
+    result = run("explain", "-c", str(path), "-H", "X-Session-Token: sess-S3CR3T-1",
+                 "/api/items?access_token=qs-S3CR3T-2&page=2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for secret in ("qs-S3CR3T-2", "sess-S3CR3T-1", TOKEN):
+        assert secret not in out, out
+    assert "/Development/items?access_token=***(11 chars)&page=2" in out
+    # The client's own header goes upstream unchanged: not marked as replaced.
+    assert "    X-Session-Token: ***(" in out and "~ X-Session-Token" not in out

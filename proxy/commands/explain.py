@@ -14,6 +14,7 @@ from proxy.config import Config
 from proxy.forward import Exchange, upstream_headers
 from proxy.guard import SECRET_HEADER
 from proxy.log import redact_headers
+from proxy.redaction import redact_target
 
 
 def explain(config: Config, method: str, header_args: Sequence[str], target: str) -> int:
@@ -33,7 +34,7 @@ def explain(config: Config, method: str, header_args: Sequence[str], target: str
     rt = build_runtime(config, port=port)
     request = make_mocked_request(method.upper(), target, headers=headers)
     path, _, query = target.partition("?")
-    print(f"request: {method.upper()} {target}  (Host: {headers['Host']})")
+    print(f"request: {method.upper()} {redact_target(target)}  (Host: {headers['Host']})")
 
     # A refusal is noted, not the end: the rest of the decision is what the user will get
     # once the fix is in, and seeing it all at once saves a round of trial and error.
@@ -73,7 +74,7 @@ def explain(config: Config, method: str, header_args: Sequence[str], target: str
            if ep.host else f"longest prefix {ep.prefix}")
     print(f"endpoint: {ep.name} (matched by {why})")
     up = rt.upstreams[ep.name]
-    print(f"upstream: {method.upper()} {up.url(match.rest, query)}")
+    print(f"upstream: {method.upper()} {redact_target(str(up.url(match.rest, query)))}")
     inject = None
     shown_as_is: frozenset[str] = frozenset()
     if ep.auth:
@@ -91,9 +92,10 @@ def explain(config: Config, method: str, header_args: Sequence[str], target: str
     print("headers sent upstream:")
     for name, value in sent.items():
         low = name.lower()
+        # Marked by the raw values, shown redacted.
+        mark = "+" if low not in received else ("~" if headers.get(name) != value else " ")
         if low not in shown_as_is:
             value = redact_headers([(name, value)])[0][1]
-        mark = "+" if low not in received else ("~" if headers.get(name) != value else " ")
         print(f"  {mark} {name}: {value}")
     for name in headers:
         if name.lower() not in {k.lower() for k in sent}:

@@ -128,6 +128,10 @@ class Proxy:
         if (config.listen.host, config.listen.port) != (old.config.listen.host,
                                                         old.config.listen.port):
             log.warning("listen.host/listen.port changed: restart authproxy to rebind")
+        if (config.listen.header_timeout, config.listen.keepalive_timeout) != (
+                old.config.listen.header_timeout, old.config.listen.keepalive_timeout):
+            log.warning("listen.header_timeout/keepalive_timeout changed: connections keep the "
+                        "old values for request heads and idling until authproxy restarts")
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         rt = self.rt

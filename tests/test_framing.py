@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from typing import Any
 
 import pytest
 from raw_http import (
@@ -179,6 +180,20 @@ def _answer_with(head: bytes, body: bytes, *, pause: float = 0.0, close: bool = 
     return answer
 
 
+GET_CLOSE = b"GET /api/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+
+
+async def through(upstream: RawUpstream, data: bytes = GET_CLOSE, base: str = "/Development",
+                  **exchange: Any) -> bytes:
+    """`data` sent through a proxy in front of `upstream`; what the client got back."""
+    url = await upstream.start()
+    try:
+        async with served(config(url).replace("/Development", base)) as running:
+            return await raw_exchange(port_of(running), data, **exchange)
+    finally:
+        await upstream.stop()
+
+
 CLIENTS = {
     "1.1": (b"GET", b"HTTP/1.1", b""),
     "1.1-close": (b"GET", b"HTTP/1.1", b"Connection: close\r\n"),
@@ -242,14 +257,7 @@ async def test_http10_keep_alive_with_a_close_delimited_answer_is_framed_or_clos
 async def test_a_location_outside_the_upstream_base_passes_unchanged(location: str) -> None:
     head = (b"HTTP/1.1 302 Found\r\nLocation: " + location.encode()
             + b"\r\nContent-Length: 0\r\n\r\n")
-    upstream = RawUpstream(_answer_with(head, b""))
-    url = await upstream.start()
-    try:
-        async with served(config(url).replace("/Development", "")) as running:
-            got = await raw_exchange(port_of(running), b"GET /api/x HTTP/1.1\r\n"
-                                     b"Host: localhost\r\nConnection: close\r\n\r\n")
-    finally:
-        await upstream.stop()
+    got = await through(RawUpstream(_answer_with(head, b"")), base="")
     (resp,) = parse_responses(got)
     want = location if location != "/elsewhere" else "/api/elsewhere"
     assert resp.headers("Location") == [want.encode()], resp.head
@@ -335,15 +343,9 @@ async def test_a_body_that_stops_moving_gets_408_and_the_upstream_exchange_is_ca
 
 async def test_an_unasked_for_101_is_a_502_not_a_traceback(
         caplog: pytest.LogCaptureFixture) -> None:
-    upstream = RawUpstream(_answer_with(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket"
-                                        b"\r\nConnection: Upgrade\r\n\r\n", b"\x81\x05hello"))
-    url = await upstream.start()
-    try:
-        async with served(config(url)) as running:
-            got = await raw_exchange(port_of(running), b"GET /api/x HTTP/1.1\r\n"
-                                     b"Host: localhost\r\nConnection: close\r\n\r\n")
-    finally:
-        await upstream.stop()
+    got = await through(RawUpstream(_answer_with(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        b"\x81\x05hello")))
     (resp,) = parse_responses(got)
     assert resp.status == 502, got
     assert b"101" in resp.body
@@ -355,14 +357,7 @@ async def test_an_answer_head_over_64_kib_is_a_502() -> None:
            + b"\r\nContent-Length: 0\r\n\r\n")
     fine = b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 60_000 + b"\r\nContent-Length: 0\r\n\r\n"
     for head, status in ((big, 502), (fine, 200)):
-        upstream = RawUpstream(_answer_with(head, b""))
-        url = await upstream.start()
-        try:
-            async with served(config(url)) as running:
-                got = await raw_exchange(port_of(running), b"GET /api/x HTTP/1.1\r\n"
-                                         b"Host: localhost\r\nConnection: close\r\n\r\n")
-        finally:
-            await upstream.stop()
+        got = await through(RawUpstream(_answer_with(head, b"")))
         (resp,) = parse_responses(got)
         assert resp.status == status, got[:300]
         if status == 502:
@@ -371,14 +366,7 @@ async def test_an_answer_head_over_64_kib_is_a_502() -> None:
 
 async def test_a_small_head_with_a_big_first_read_of_body_is_fine() -> None:
     body = b"b" * 500_000
-    upstream = RawUpstream(_answer_with(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n"
-                                        % len(body) + body, b""))
-    url = await upstream.start()
-    try:
-        async with served(config(url)) as running:
-            got = await raw_exchange(port_of(running), b"GET /api/x HTTP/1.1\r\n"
-                                     b"Host: localhost\r\nConnection: close\r\n\r\n")
-    finally:
-        await upstream.stop()
+    got = await through(RawUpstream(_answer_with(
+        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body, b"")))
     (resp,) = parse_responses(got)
     assert resp.status == 200 and resp.body == body

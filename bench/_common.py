@@ -491,6 +491,17 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
+def _version_of(tool: str) -> str:
+    """What `tool -v` says (nginx says it on stderr), or "" when the tool is not installed:
+    a script that does not run it must not need it."""
+    path = shutil.which(tool) or (f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists()
+                                  else None)
+    if path is None:
+        return ""
+    done = subprocess.run([path, "-v"], capture_output=True, text=True, timeout=10)
+    return ((done.stdout or done.stderr).strip().splitlines() or [""])[0]
+
+
 def machine_info() -> dict[str, Any]:
     def run(*cmd: str) -> str:
         try:
@@ -506,9 +517,8 @@ def machine_info() -> dict[str, Any]:
         pass
     return {"cpus": os.cpu_count(), "cpu_model": cpu, "python": sys.version.split()[0],
             "aiohttp": aiohttp.__version__, "uvloop": have_uvloop(),
-            "nginx": run(need("nginx"), "-v") or subprocess.run(
-                [need("nginx"), "-v"], capture_output=True, text=True).stderr.strip(),
-            "wrk": run(need("wrk"), "-v").splitlines()[0] if run(need("wrk"), "-v") else "",
+            "nginx": _version_of("nginx"),
+            "wrk": _version_of("wrk"),
             "git": run("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"),
             "git_dirty": bool(run("git", "-C", str(ROOT), "status", "--porcelain", "proxy"))}
 

@@ -21,7 +21,7 @@ from proxy.debug.admin import Admin, Metrics
 from proxy.debug.hints import build_hinter
 from proxy.debug.history import History
 from proxy.errors import error_response
-from proxy.forward import Exchange, Inject, Replay, forward, framing_problem, header_list
+from proxy.forward import Exchange, Inject, Replay, Sign, forward, framing_problem, header_list
 from proxy.guard import Guard
 from proxy.http.client_conn import SUPPORTED_VERSIONS, ProxyServer, request_id, version_refusal
 from proxy.http.respond import Relay
@@ -162,22 +162,30 @@ class Proxy:
                 f"try `authproxy explain {path}`"), "-", started, None, origin)
         ep = match.endpoint
         up = rt.upstreams[ep.name]
-        inject = replay = None
+        inject = replay = sign = None
         injected = None
+        body_limit = 0
         if ep.auth is not None:
             source = rt.sources[ep.auth]
             injected = source.header_name
-            # A lookup for static and bearer values; only a fetch or a signature awaits.
-            inject = source.current()
-            if inject is None:
-                try:
-                    inject = await source.headers_for(_outgoing(request, up, match.rest, query))
-                except CredentialsUnavailable as e:
-                    return self._done(request, error_response(
-                        503, "credentials_unavailable", f"credential {ep.auth!r}: {e}"),
-                        ep.name, started, None, origin)
-            if source.refreshable:
-                replay = _replayer(source, inject, request, up, match.rest, query)
+            if source.requires_request_body:
+                # Signed over the body, so signed in forward once the body is read; a client
+                # that brings its own Authorization under client_header: keep goes unsigned.
+                if not (up.keep_client_auth and source.header_name in request.headers):
+                    sign = _signer(source, request, up, match.rest, query)
+                    body_limit = source.max_request_body
+            else:
+                # A lookup for static and bearer values; only a fetch awaits.
+                inject = source.current()
+                if inject is None:
+                    try:
+                        inject = await source.headers_for(
+                            _outgoing(request, up, match.rest, query))
+                    except CredentialsUnavailable as e:
+                        return self._done(request, _unavailable(ep.auth, e), ep.name, started,
+                                          None, origin)
+            if source.refreshable and (sign is not None or inject is not None):
+                replay = _replayer(source, request, up, match.rest, query)
         expect = request.headers.get("Expect")
         if expect is not None:
             if expect.lower() != "100-continue":
@@ -190,8 +198,13 @@ class Proxy:
         ex = Exchange()
         self.metrics.in_flight += 1
         try:
-            resp = await forward(request, self.pool, up, match.rest,
-                                 query, inject, rt.cors.response_headers(origin), ex, replay)
+            resp = await forward(request, self.pool, up, match.rest, query, inject,
+                                 rt.cors.response_headers(origin), ex, replay, sign, body_limit)
+        except CredentialsUnavailable as e:  # only a signing credential fails this late
+            assert ep.auth is not None
+            resp = _unavailable(ep.auth, e)
+            resp.force_close()
+            ex.status, ex.error = 503, str(e)
         finally:
             self.metrics.in_flight -= 1
         return self._done(request, resp, ep.name, started, ex, None, injected)
@@ -201,7 +214,7 @@ class Proxy:
               injected: str | None = None) -> web.StreamResponse:
         if not isinstance(resp, Relay) and not resp.prepared:
             # The proxy's own answer (an error, a preflight): it carries an id like any other.
-            resp.headers["X-Request-Id"] = ex.request_id if ex else request_id(request)
+            resp.headers["X-Request-Id"] = (ex.request_id if ex else "") or request_id(request)
             if origin:
                 # Let an allowed page read the proxy's own errors too.
                 resp.headers.extend(self.rt.cors.response_headers(origin))
@@ -247,20 +260,33 @@ class Proxy:
         log_access(text, extra)
 
 
-def _outgoing(request: web.BaseRequest, up: Upstream, rest: str, query: str) -> Outgoing:
+def _outgoing(request: web.BaseRequest, up: Upstream, rest: str, query: str,
+              body_sha256: str | None = None) -> Outgoing:
     """The request as it goes upstream, for a credential that cannot answer from a lookup."""
     return Outgoing(method=request.method, host=up.host_header, raw_path=up.base_path + rest,
-                    query=query, headers=header_list(request, up, None, Exchange()))
+                    query=query, headers=header_list(request, up, None, Exchange()),
+                    body_sha256=body_sha256)
 
 
-def _replayer(source: CredentialSource, sent: Inject, request: web.BaseRequest, up: Upstream,
+def _replayer(source: CredentialSource, request: web.BaseRequest, up: Upstream,
               rest: str, query: str) -> Replay:
-    async def replay() -> Inject | None:
+    async def replay(sent: Inject, body_sha256: str | None) -> Inject | None:
         if await source.rejected(sent):
             return source.current() or await source.headers_for(
-                _outgoing(request, up, rest, query))
+                _outgoing(request, up, rest, query, body_sha256))
         return None
     return replay
+
+
+def _signer(source: CredentialSource, request: web.BaseRequest, up: Upstream,
+            rest: str, query: str) -> Sign:
+    async def sign(body_sha256: str) -> Inject:
+        return await source.headers_for(_outgoing(request, up, rest, query, body_sha256))
+    return sign
+
+
+def _unavailable(name: str, e: CredentialsUnavailable) -> web.Response:
+    return error_response(503, "credentials_unavailable", f"credential {name!r}: {e}")
 
 
 def _ms(value: float | None) -> str:

@@ -21,8 +21,9 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from proxy.errors import error_response
-from proxy.http.client_conn import new_request_id
+from proxy.http.client_conn import new_request_id, request_id
 from proxy.http.respond import Relay, bodiless
+from proxy.http.spool import BodyTooLarge, SpooledBody
 from proxy.http.upstream import Answer, Pool, UpstreamError
 from proxy.target import FRAMING, HOP_BY_HOP, Upstream, connection_tokens
 
@@ -56,7 +57,9 @@ class Exchange:
 
 
 Inject = tuple[tuple[str, str], ...]  # the credential's headers, one or more pairs
-Replay = Callable[[], Awaitable[Inject | None]]
+# replay(sent, body_sha256): the headers to send again with, or None; sha256 for signed bodies
+Replay = Callable[[Inject, str | None], Awaitable[Inject | None]]
+Sign = Callable[[str], Awaitable[Inject]]  # sign(body_sha256) -> the credential's headers
 HINT_BODY_LIMIT = 8192  # API Gateway's own error bodies are a few dozen bytes
 
 
@@ -209,15 +212,47 @@ def _head(method: str, up: Upstream, rest: str, query: str, headers: list[tuple[
 async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
                   rest: str, query: str, inject: Inject | None,
                   cors_headers: Iterable[tuple[str, str]], ex: Exchange,
-                  replay: Replay | None = None) -> web.StreamResponse:
-    """`replay`, for credentials that can be refreshed: called when the upstream answers 401;
-    it returns new headers to send the request again with, or None to pass the 401 back."""
-    headers = ex.sent_headers = header_list(request, up, inject, ex)
+                  replay: Replay | None = None, sign: Sign | None = None,
+                  body_limit: int = 0) -> web.StreamResponse:
+    """`replay`, for credentials that can be refreshed: called when the upstream refuses the
+    credential (401; for a signed request also a 403 about its security token); it returns new
+    headers to send the request again with, or None to pass the refusal back.
+    `sign`, for a credential that must hash the body (SigV4): the body is read whole first (at
+    most `body_limit` bytes, else 413 and nothing is sent), and `sign(sha256)` gives the headers
+    in place of `inject`."""
     ex.up, ex.target = up, (rest, query)
+    method = request.method
+    spooled: SpooledBody | None = None
+    if sign is not None:
+        spooled = SpooledBody(body_limit)
+        try:
+            if request.body_exists:
+                await spooled.fill(_client_body(request.content, up.client_timeout))
+        except BodyTooLarge:
+            return _too_large(request, ex, body_limit)
+        except ClientStalled:
+            spooled.close()
+            return await _stalled(request, ex, up)
+        except BaseException as e:
+            spooled.close()
+            if isinstance(e, ConnectionResetError | asyncio.CancelledError) \
+                    and _client_gone(request):
+                return _gone(None, ex)
+            raise
+        try:
+            inject = await sign(spooled.sha256)
+        except BaseException:
+            spooled.close()
+            raise
+    headers = ex.sent_headers = header_list(request, up, inject, ex)
     kept: _KeptBody | None = None
     data: Any = None
     chunked = False
-    if request.body_exists:
+    if spooled is not None:
+        data = spooled.payload()
+        if data is not None or method not in _NO_BODY_METHODS:
+            headers.append(("Content-Length", str(spooled.size)))
+    elif request.body_exists:
         # The framing is ours, from what aiohttp's parser read (the client's own framing
         # headers are never copied): a length when it had one, else chunked.
         length = request.content_length
@@ -228,8 +263,7 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
         if replay is not None:
             kept = _KeptBody(data)
             data = kept.stream()
-    method = request.method
-    if data is None and method not in _NO_BODY_METHODS:
+    elif method not in _NO_BODY_METHODS:
         # As aiohttp's client did: some servers answer a bodiless POST without it with 411.
         headers.append(("Content-Length", "0"))
     started = time.perf_counter()
@@ -238,19 +272,28 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
     assert up.endpoint is not None
     resp: web.StreamResponse | None = None
     answer: Answer | None = None
+    first = b""  # a refusal's body, when it was read to judge it
     try:
         answer = await pool.request(up.endpoint, method, _head(method, up, rest, query, headers,
                                     chunked), data, chunked, deadline)
-        if answer.status == 401 and replay is not None:
-            body = kept.replayable() if kept else None
-            if kept is None or body is not None:
+        refused = answer.status == 401
+        if answer.status == 403 and spooled is not None and replay is not None \
+                and _small(answer):
+            while chunk := await answer.read():
+                first += chunk
+            refused = _token_refused(first)
+        if refused and replay is not None:
+            body = spooled.payload() if spooled is not None else (
+                kept.replayable() if kept else None)
+            if spooled is not None or kept is None or body is not None:
                 try:
-                    fresh = await replay()
+                    fresh = await replay(inject or (), spooled.sha256 if spooled else None)
                 except BaseException:
                     answer.close()
                     raise
                 if fresh is not None:
                     answer.close()
+                    first = b""
                     low = {name.lower() for name, _ in fresh}
                     headers = [h for h in headers if h[0].lower() not in low] + list(fresh)
                     ex.sent_headers, ex.replayed = headers, True
@@ -266,8 +309,7 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
             if name.lower() == "x-amzn-requestid":
                 ex.amzn_request_id = value
                 break
-        first = b""
-        if status in (401, 403) and up.hint is not None and _small(answer):
+        if status in (401, 403) and up.hint is not None and (first or _small(answer)):
             while chunk := await answer.read():
                 first += chunk
             ex.hint = up.hint(status, first, ex.sent_headers)
@@ -291,20 +333,9 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
             return _gone(resp, ex)
         return _fail(request, resp, ex, 502, "upstream_unreachable", _message(up, e))
     except ClientStalled:
-        ex.error = (f"the request body stopped for {up.client_timeout:g} s "
-                    "(listen.header_timeout)")
         if resp is not None and resp.prepared:
-            return _fail(request, resp, ex, 408, "request_timeout", ex.error)
-        ex.status = 408
-        stalled = error_response(408, "request_timeout", ex.error)
-        stalled.headers["X-Request-Id"] = ex.request_id
-        stalled.force_close()
-        # Sent now and the connection closed after it: aiohttp would otherwise linger, reading
-        # the rest of a body that is not coming.
-        await stalled.prepare(request)
-        await stalled.write_eof()
-        request.protocol.force_close()
-        return stalled
+            return _fail(request, resp, ex, 408, "request_timeout", _stall_message(up))
+        return await _stalled(request, ex, up)
     except TimeoutError:
         return _fail(request, resp, ex, 504, "upstream_timeout",
                      f"{up.origin} did not answer within {up.timeout:g} s "
@@ -324,6 +355,39 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
     finally:
         if answer is not None:
             answer.close()
+        if spooled is not None:
+            spooled.close()
+
+
+def _token_refused(body: bytes) -> bool:
+    """API Gateway's 403 for temporary credentials that lapsed or were revoked."""
+    low = body.lower()
+    return b"security token" in low and (b"invalid" in low or b"expired" in low)
+
+
+def _stall_message(up: Upstream) -> str:
+    return f"the request body stopped for {up.client_timeout:g} s (listen.header_timeout)"
+
+
+async def _stalled(request: web.BaseRequest, ex: Exchange, up: Upstream) -> web.StreamResponse:
+    ex.error, ex.status = _stall_message(up), 408
+    stalled = error_response(408, "request_timeout", ex.error)
+    stalled.headers["X-Request-Id"] = ex.request_id or request_id(request)
+    stalled.force_close()
+    # Sent now and the connection closed after it: aiohttp would otherwise linger, reading the
+    # rest of a body that is not coming.
+    await stalled.prepare(request)
+    await stalled.write_eof()
+    request.protocol.force_close()
+    return stalled
+
+
+def _too_large(request: web.BaseRequest, ex: Exchange, limit: int) -> web.StreamResponse:
+    ex.error, ex.status = (f"the request body is over {limit} bytes, the most a signed request "
+                           "may carry (max_signed_body)"), 413
+    resp = error_response(413, "body_too_large", ex.error)
+    resp.force_close()  # the rest of the body is not read; aiohttp drains it for a moment
+    return resp
 
 
 def _length(answer: Answer) -> int | None:

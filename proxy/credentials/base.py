@@ -83,6 +83,7 @@ class CredentialSource(ABC):
     # True: headers_for needs Outgoing.body_sha256, so the forwarder reads the body before
     # sending (bounded, spooled) instead of streaming it.
     requires_request_body: ClassVar[bool] = False
+    max_request_body = 0  # with requires_request_body: the most the forwarder reads (else 413)
     refreshable: ClassVar[bool] = False  # True when `rejected` can produce new headers
 
     async def start(self, session: aiohttp.ClientSession) -> None:  # noqa: B027

@@ -52,6 +52,8 @@ def build_runtime(config: Config, keep: dict[str, CredentialSource] | None = Non
     old = keep or {}
     sources = build_sources({n: c for n, c in config.credentials.items() if n not in old})
     sources.update((n, s) for n, s in old.items() if n in config.credentials)
+    for source in sources.values():
+        source.link(sources)
     upstreams = {ep.name: Upstream.build(
         ep, sources[ep.auth].header_name if ep.auth else None,
         build_hinter(ep, sources[ep.auth].describe() if ep.auth else None),

@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("name", metavar="NAME")
     t.add_argument("--claims", action="store_true", help="print the token's decoded claims")
     t.add_argument("--raw", action="store_true", help="print the bare token, without prefix")
+    t.add_argument("--format", choices=("env", "credential-process"), default=None,
+                   help="iam credentials: `export AWS_...` lines (default) or the AWS "
+                        "credential_process JSON")
     lg = with_config("login", "sign in to Cognito interactively and save the refresh token")
     lg.add_argument("name", metavar="NAME")
     d = sub.add_parser("decode", help="print a JWT's header and claims (no verification)")
@@ -71,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return explain(config, args.method, args.header, args.target)
         if args.command == "token":
             from proxy.commands.token import token_command
-            return token_command(config, args.name, args.claims, args.raw)
+            return token_command(config, args.name, args.claims, args.raw, args.format)
         if args.command == "login":
             from proxy.commands.token import login_command
             return login_command(config, args.name)

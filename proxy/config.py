@@ -8,6 +8,7 @@ line and raised once, as a `ConfigError`.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -68,7 +69,36 @@ class CognitoCredential:
         return self.endpoint or f"https://cognito-idp.{self.region}.amazonaws.com/"
 
 
-Credential = StaticCredential | CognitoCredential
+IAM_SOURCES = ("identity_pool", "keys", "aws")
+MAX_SIGNED_BODY = 10 * 1024 * 1024  # API Gateway's own payload limit is 10 MB
+# <api id>.execute-api.<region>.amazonaws.com: the signing region is in the host
+_EXECUTE_API = re.compile(r"\.execute-api\.[a-z]{2}(-[a-z]+)+-\d\.amazonaws\.com$")
+
+
+@dataclass(frozen=True)
+class IamCredential:
+    name: str
+    source: Literal["identity_pool", "keys", "aws"]
+    identity_pool_id: str = ""  # identity_pool: us-east-1:<guid>
+    login: str | None = None  # identity_pool: a cognito credential whose ID token signs in
+    endpoint: str | None = None  # identity_pool: default https://cognito-identity.<region>.amazonaws.com/
+    access_key_id: str = ""  # keys
+    secret_access_key: Secret | None = None  # keys
+    session_token: Secret | None = None  # keys, optional
+    profile: str | None = None  # aws: default $AWS_PROFILE, else the default profile
+    region: str | None = None  # signing region; default from the endpoint host, else the pool's
+    service: str = "execute-api"
+    max_signed_body: int = MAX_SIGNED_BODY  # bytes; the body is hashed before it is sent
+    refresh_margin: float = 300.0  # seconds before the credentials expire to fetch new ones
+    type: Literal["iam"] = "iam"
+    header: str = "Authorization"  # what SigV4 sets (and what client_header: keep looks for)
+
+    @property
+    def pool_region(self) -> str:
+        return self.identity_pool_id.partition(":")[0]
+
+
+Credential = StaticCredential | CognitoCredential | IamCredential
 
 
 @dataclass(frozen=True)
@@ -373,6 +403,9 @@ def _why_not(lower_name: str) -> str:
 
 _CRED_KEYS = {
     "static": ("type", "header", "value", "value_file"),
+    "iam": ("type", "source", "identity_pool_id", "login", "endpoint", "access_key_id",
+            "secret_access_key", "secret_access_key_file", "session_token", "session_token_file",
+            "profile", "region", "service", "max_signed_body", "refresh_margin"),
     "cognito": ("type", "flow", "region", "user_pool_id", "client_id", "client_secret",
                 "client_secret_file", "username", "password", "password_file", "refresh_token",
                 "refresh_token_file", "token", "header", "prefix", "refresh_margin", "endpoint",
@@ -385,14 +418,16 @@ def _credential(v: _Validator, name: str, data: Any) -> Credential | None:
     kind = data.get("type") if isinstance(data, dict) else None
     if kind not in _CRED_KEYS:
         if isinstance(data, dict) and kind is None:
-            v.error(f"{path}.type", "is required: static or cognito", path)
+            v.error(f"{path}.type", "is required: static, cognito or iam", path)
         elif isinstance(data, dict):
-            v.error(f"{path}.type", f"must be static or cognito, got {kind!r}"
+            v.error(f"{path}.type", f"must be static, cognito or iam, got {kind!r}"
                     f"{_suggest(str(kind), _CRED_KEYS)}")
         else:
             v.error(path, f"must be a mapping, got {_type_name(data)}")
         return None
     s = v.section(data, path, _CRED_KEYS[kind])
+    if kind == "iam":
+        return _iam(v, s, name)
     header = s.get("header", str, "Authorization", _header_name)
     if kind == "static":
         value = s.secret("value", required=True)
@@ -432,6 +467,47 @@ def _credential(v: _Validator, name: str, data: Any) -> Credential | None:
         endpoint=s.get("endpoint", str, None, _url),
         domain=s.get("domain", str, "", _url).rstrip("/"),
         scopes=s.strings("scopes", ()))
+
+
+def _iam(v: _Validator, s: _Section, name: str) -> IamCredential | None:
+    path = s.path
+    source = s.choice("source", IAM_SOURCES, "")
+    if "source" not in s.data:
+        v.error(s.sub("source"), f"is required: {', '.join(IAM_SOURCES)}", path)
+    pool = s.get("identity_pool_id", str, "", lambda p: None if re.fullmatch(
+        r"[a-z]{2}(-[a-z]+)+-\d:[0-9a-f-]{36}", p) else
+        f"must look like us-east-1:0f3c5e1a-1111-2222-3333-444455556666, got {p!r}")
+    key_id = str(s.get("access_key_id", (str, int), ""))
+    secret = s.secret("secret_access_key", required=source == "keys")
+    token = s.secret("session_token")
+    used = {"identity_pool": ("identity_pool_id", "login", "endpoint"),
+            "keys": ("access_key_id", "secret_access_key", "secret_access_key_file",
+                     "session_token", "session_token_file"),
+            "aws": ("profile",)}
+    for other, keys in used.items():
+        for key in keys:
+            if other != source and key in s.data and source:
+                v.error(s.sub(key), f"is for source {other}, not {source}")
+    if source == "identity_pool":
+        s.require("identity_pool_id", " for source identity_pool")
+    elif source == "keys":
+        s.require("access_key_id", " for source keys")
+    elif source == "aws" and importlib.util.find_spec("botocore") is None:
+        v.error(s.sub("source"), "source aws needs botocore: pip install 'authproxy[aws]'")
+    if not source:
+        return None
+    return IamCredential(
+        name=name, source=source,  # type: ignore[arg-type]
+        identity_pool_id=pool, login=s.get("login", str, None),
+        endpoint=s.get("endpoint", str, None, _url), access_key_id=key_id,
+        secret_access_key=secret, session_token=token or None,
+        profile=s.get("profile", str, None),
+        region=s.get("region", str, None, lambda r: None if re.fullmatch(
+            r"[a-z]{2}(-[a-z]+)+-\d", r) else f"must be a region like us-east-1, got {r!r}"),
+        service=s.get("service", str, "execute-api"),
+        max_signed_body=s.get("max_signed_body", int, MAX_SIGNED_BODY, _positive),
+        refresh_margin=s.get("refresh_margin", float, 300.0,
+                             lambda m: None if m >= 0 else "must be 0 or more"))
 
 
 _ENDPOINT_KEYS = ("name", "endpoint", "auth", "prefix", "host", "client_header", "set_headers",
@@ -508,6 +584,18 @@ def _validate(data: Any, v: _Validator, source: str) -> Config:
         if cred:
             credentials[name] = cred
 
+    for name, cred in credentials.items():
+        if isinstance(cred, IamCredential) and cred.login is not None:
+            signs_in = credentials.get(cred.login)
+            if cred.login not in raw_creds:
+                v.error(f"credentials.{name}.login", f"unknown credential {cred.login!r}"
+                        f"{_suggest(cred.login, [n for n in raw_creds if n != name])}")
+            elif signs_in is not None and not (isinstance(signs_in, CognitoCredential)
+                                               and signs_in.flow != "client_credentials"):
+                v.error(f"credentials.{name}.login", f"{cred.login!r} must be a cognito "
+                        "credential that signs a user in (its ID token buys the pool's "
+                        "authenticated role)")
+
     endpoints: list[Endpoint] = []
     seen: dict[tuple[str | None, str], int] = {}
     for i, edata in enumerate(top.get("endpoints", list, [])):
@@ -520,6 +608,13 @@ def _validate(data: Any, v: _Validator, source: str) -> Config:
                     f" ({ep.prefix!r}); one of them could never match", f"endpoints[{i}]")
         seen[key] = i
         endpoints.append(ep)
+    for i, ep in enumerate(endpoints):
+        cred = credentials.get(ep.auth or "")
+        host = re.sub(r"^https?://([^/:]+).*", r"\1", ep.endpoint)
+        if isinstance(cred, IamCredential) and not (cred.region or cred.pool_region
+                                                    or _EXECUTE_API.search(host)):
+            v.error(f"endpoints[{i}].auth", f"credential {cred.name!r} signs with SigV4 and "
+                    f"{host} names no region: set credentials.{cred.name}.region")
     names = [e.name for e in endpoints]
     for i, n in enumerate(names):
         if n and names.index(n) != i:

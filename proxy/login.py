@@ -6,15 +6,17 @@ output and an exit code. Both work for every strategy through its source: how on
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import aiohttp
 
 from proxy.config import Credential
 from proxy.credentials import Outgoing, build_source
-from proxy.credentials.base import LoginResult, Prompt
+from proxy.credentials.aws_keys import AwsKeys
+from proxy.credentials.base import CredentialSource, LoginResult, Prompt
 
 # `token` asks for the headers outside any request: a strategy that signs requests is given
 # an empty GET of the root (its own `token` output is the credentials, not a signature).
@@ -43,6 +45,29 @@ async def token(config: Credential, *, session: aiohttp.ClientSession | None = N
             await source.close()
     low = source.header_name.lower()
     return next(v for k, v in headers if k.lower() == low)
+
+
+async def aws_credentials(configs: Mapping[str, Credential], name: str, *,
+                          session: aiohttp.ClientSession | None = None,
+                          cache_dir: Path | None = None) -> tuple[AwsKeys, float | None]:
+    """The AWS credentials credential `name` signs with (for `authproxy token --format`),
+    started together with the credentials it builds on (an identity pool's `login`) and no
+    others. Raises CredentialsUnavailable."""
+    sources: dict[str, CredentialSource] = {}
+    wanted = [name]
+    while wanted:
+        n = wanted.pop()
+        if n not in sources:
+            sources[n] = build_source(configs[n], cache_dir=cache_dir)
+            wanted.extend(sources[n].depends_on())
+    for source in sources.values():
+        source.link(sources)
+    async with _session(session) as http:
+        await asyncio.gather(*(s.start(http) for s in sources.values()))
+        try:
+            return await sources[name].aws_credentials()
+        finally:
+            await asyncio.gather(*(s.close() for s in sources.values()))
 
 
 @contextlib.asynccontextmanager

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import difflib
 import getpass
+import json
 import logging
+import shlex
 import sys
 
 from proxy.commands.decode import decode
 from proxy.config import Config, Credential
 from proxy.credentials import CredentialsUnavailable, build_source
-from proxy.login import login, token
+from proxy.login import aws_credentials, login, token
 
 
 def _quiet() -> None:
@@ -29,9 +32,16 @@ def _credential(config: Config, name: str) -> Credential | None:
     return cred
 
 
-def token_command(config: Config, name: str, claims: bool, raw: bool) -> int:
+def token_command(config: Config, name: str, claims: bool, raw: bool,
+                  fmt: str | None = None) -> int:
     cred = _credential(config, name)
     if cred is None:
+        return 2
+    if build_source(cred).describe().aws_keys:
+        return _aws_keys(config, name, fmt or "env")
+    if fmt is not None:
+        print(f"authproxy token: --format is for iam credentials; {name} gives a header value "
+              "(use --raw or --claims)", file=sys.stderr)
         return 2
     _quiet()
     try:
@@ -44,6 +54,36 @@ def token_command(config: Config, name: str, claims: bool, raw: bool) -> int:
     if claims:
         return 0 if decode(bare) == 0 else 1
     print(bare if raw else value)
+    return 0
+
+
+def _aws_keys(config: Config, name: str, fmt: str) -> int:
+    _quiet()
+    try:
+        keys, expires = asyncio.run(aws_credentials(config.credentials, name))
+    except CredentialsUnavailable as e:
+        print(f"authproxy token {name}: {e}", file=sys.stderr)
+        return 1
+    when = (dt.datetime.fromtimestamp(expires, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            if expires is not None else None)
+    token = keys.session_token.reveal() if keys.session_token else None
+    if fmt == "credential-process":
+        # The AWS CLI/SDK `credential_process` contract (Version 1); without Expiration the
+        # SDK treats the keys as long-lived.
+        out: dict[str, object] = {"Version": 1, "AccessKeyId": keys.access_key_id,
+                                  "SecretAccessKey": keys.secret_access_key.reveal()}
+        if token:
+            out["SessionToken"] = token
+        if when:
+            out["Expiration"] = when
+        print(json.dumps(out))
+        return 0
+    print(f"export AWS_ACCESS_KEY_ID={shlex.quote(keys.access_key_id)}")
+    print(f"export AWS_SECRET_ACCESS_KEY={shlex.quote(keys.secret_access_key.reveal())}")
+    if token:
+        print(f"export AWS_SESSION_TOKEN={shlex.quote(token)}")
+    if when:
+        print(f"export AWS_CREDENTIAL_EXPIRATION={when}")
     return 0
 
 

@@ -20,12 +20,14 @@ Strategies use aiohttp's client (the app's one ClientSession, given at `start`) 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import aiohttp
+
+from proxy.credentials.aws_keys import AwsKeys
 
 Headers = tuple[tuple[str, str], ...]  # (name, value) pairs, in the order they are sent
 # login's prompt(kind, message, secret) -> answer; kind is one of: username, password,
@@ -68,6 +70,7 @@ class Description:
     refreshed: bool = False  # the proxy fetches the value and refreshes it before it expires
     settings: frozenset[str] = frozenset()  # config keys that shape the value (token, prefix)
     signs_in: bool = False  # `authproxy login NAME` has something to do
+    aws_keys: bool = False  # `authproxy token NAME` prints AWS credentials (aws_credentials())
 
 
 class LoginResult(ABC):
@@ -85,6 +88,19 @@ class CredentialSource(ABC):
     requires_request_body: ClassVar[bool] = False
     max_request_body = 0  # with requires_request_body: the most the forwarder reads (else 413)
     refreshable: ClassVar[bool] = False  # True when `rejected` can produce new headers
+
+    def link(self, sources: Mapping[str, CredentialSource]) -> None:  # noqa: B027
+        """Called once all sources of a runtime exist (again after a reload): a strategy that
+        builds on another (an identity pool signing in with a Cognito credential) finds it."""
+
+    def depends_on(self) -> tuple[str, ...]:
+        """Names of the credentials this one builds on (what `link` looks up)."""
+        return ()
+
+    async def aws_credentials(self) -> tuple[AwsKeys, float | None]:
+        """AWS credentials an SDK can use, with their expiry (epoch seconds) if any."""
+        raise CredentialsUnavailable(f"{self.name} is a {self.describe().type} credential, "
+                                     "not AWS credentials")
 
     async def start(self, session: aiohttp.ClientSession) -> None:  # noqa: B027
         """Called once the app's ClientSession exists; may begin a first fetch."""

@@ -22,6 +22,7 @@ from proxy.config import CognitoCredential
 from proxy.credentials import token_store
 from proxy.credentials.base import (
     CredentialSource,
+    CredentialsUnavailable,
     Description,
     Headers,
     LoginResult,
@@ -40,6 +41,7 @@ log = logging.getLogger("authproxy.cognito")
 class _Token:
     headers: Headers = field(repr=False)  # ((header, prefix + JWT),), built once per token
     claims: dict[str, Any]
+    id_token: str | None = field(default=None, repr=False)  # for identity pools' Logins
 
 
 _JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
@@ -84,6 +86,15 @@ class CognitoSource(CredentialSource):
 
     async def rejected(self, sent: Headers) -> bool:
         return await self._core.force(lambda tok: tok.headers == sent)
+
+    async def id_token(self) -> str:
+        """The signed-in user's current ID token (what an identity pool's `Logins` takes),
+        whichever token this credential injects; raises CredentialsUnavailable."""
+        tok = await self._core.get()
+        if not tok.id_token or not _JWT_SHAPE.fullmatch(tok.id_token):
+            raise CredentialsUnavailable(f"credential {self.name} has no ID token "
+                                         f"(flow {self._cfg.flow} gives none)")
+        return tok.id_token
 
     def describe(self) -> Description:
         cfg = self._cfg
@@ -139,7 +150,8 @@ class CognitoSource(CredentialSource):
         self._username = str(claims.get("username") or claims.get("cognito:username")
                              or self._username)
         self.methods[tokens.method] += 1
-        return Fetched(_Token(((self._cfg.header, self._cfg.prefix + jwt_text),), claims),
+        return Fetched(_Token(((self._cfg.header, self._cfg.prefix + jwt_text),), claims,
+                              tokens.id_token),
                        lifetime, f"{self._cfg.token} token via {tokens.method}")
 
     def _classify(self, e: Exception) -> Failure:

@@ -212,6 +212,15 @@ class Refresher(Generic[V]):
         new = self.current()
         return new is not None and not was_sent(new)
 
+    async def renew(self) -> None:
+        """What the value was made from has changed (a new ID token to buy credentials with):
+        fetch anew now, the held value serving meanwhile. Unlike `force`, not rate-limited, but
+        a transient failure's backoff and a permanent hold-off are respected, so a fetch that
+        keeps failing is not retried by every request."""
+        if self._retry_at > self._clock.monotonic():
+            return
+        await self._single_flight()
+
     def status(self) -> dict[str, Any]:
         """The refresh state, JSON-able: the strategy adds its own facts to it."""
         now, held, valid = self._clock.monotonic(), self._held, self.current() is not None

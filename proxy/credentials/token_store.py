@@ -68,9 +68,15 @@ def load(path: Path) -> SavedLogin | None:
 
 
 def save(path: Path, refresh_token: str, username: str) -> None:
+    write_private(path, {"version": 1, "refresh_token": refresh_token, "username": username,
+                         "saved_at": time.time()})
+
+
+def write_private(path: Path, data: Mapping[str, object]) -> None:
+    """JSON to a 0600 file in a 0700 directory, replaced atomically (temporary file, fsync,
+    rename), so a reader never sees half of it."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    body = json.dumps({"version": 1, "refresh_token": refresh_token, "username": username,
-                       "saved_at": time.time()}).encode()
+    body = json.dumps(data).encode()
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

@@ -12,6 +12,9 @@ Requests are steered with `X-Fake-*` request headers (they pass through the prox
 
 Requests outside the stage get API Gateway's 403 `{"message":"Missing Authentication Token"}`;
 `require` makes it act like an authorizer (401 `{"message":"Unauthorized"}` on a mismatch).
+`iam` makes it act like `AWS_IAM` authorization: every request under the stage must carry a SigV4
+signature, which the fake recomputes from what it received (`sigv4_check`) and refuses with API
+Gateway's 403s; `Seen.sigv4` says how it went.
 `GET /_fake/requests` lists what it saw (not under the stage, so never proxied by accident).
 """
 
@@ -23,12 +26,17 @@ import hashlib
 import json
 import signal
 import ssl
+import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from typing import Any
 
 from aiohttp import web
+
+from proxy.fakes import sigv4_check
 
 
 @dataclass
@@ -38,13 +46,15 @@ class Seen:
     headers: list[tuple[str, str]]
     body_length: int
     body_sha256: str
+    sigv4: str | None = None  # iam mode: "verified", or the x-amzn-ErrorType it was refused with
 
     def header(self, name: str) -> str | None:
         return next((v for k, v in self.headers if k.lower() == name.lower()), None)
 
     def as_json(self) -> dict[str, Any]:
-        return {"method": self.method, "raw_path": self.raw_path, "headers": self.headers,
+        seen = {"method": self.method, "raw_path": self.raw_path, "headers": self.headers,
                 "body_length": self.body_length, "body_sha256": self.body_sha256}
+        return seen if self.sigv4 is None else seen | {"sigv4": self.sigv4}
 
 
 @dataclass
@@ -52,6 +62,11 @@ class FakeApiGateway:
     stage: str = "/Development"
     require: dict[str, str] = field(default_factory=dict)  # header -> value an authorizer wants
     reject: set[str] = field(default_factory=set)  # Authorization values answered with 401
+    # AWS_IAM authorization: access key id -> secret key; empty: no signature checked
+    iam: dict[str, str] = field(default_factory=dict)
+    iam_tokens: dict[str, str] = field(default_factory=dict)  # key id -> its session token
+    iam_region: str | None = None  # the region signatures must be scoped to; None: any
+    clock: Callable[[], float] = time.time  # the fake's clock: signature expiry and `Date`
     seen: deque[Seen] = field(default_factory=lambda: deque(maxlen=10_000))
     url: str = ""
     _runner: web.AppRunner | None = None
@@ -101,6 +116,18 @@ class FakeApiGateway:
             return web.Response(status=403, headers=amzn | {"x-amzn-ErrorType":
                                 "MissingAuthenticationTokenException"},
                                 text='{"message":"Missing Authentication Token"}')
+        if self.iam:
+            refusal = sigv4_check.check(
+                sigv4_check.Request(request.method, request.raw_path, seen.headers,
+                                    seen.body_sha256),
+                self.iam, self.iam_tokens, self.clock(), self.iam_region)
+            seen.sigv4 = refusal.error_type if refusal else "verified"
+            amzn["Date"] = formatdate(self.clock(), usegmt=True)
+            if refusal:
+                return web.Response(status=refusal.status,
+                                    headers=amzn | {"x-amzn-ErrorType": refusal.error_type},
+                                    text=json.dumps({"message": refusal.message},
+                                                    separators=(",", ":")))
         refused = any(h.get(name) != want for name, want in self.require.items())
         if refused or h.get("Authorization") in self.reject:
             return web.Response(status=401, headers=amzn | {"x-amzn-ErrorType":

@@ -1,0 +1,193 @@
+"""AWS Signature Version 4 (`AWS4-HMAC-SHA256`) for requests to API Gateway (`execute-api`).
+
+A pure module: no I/O, no aiohttp. It runs once per signed request, so everything that depends
+only on the region and service is computed in `Signer.__init__` and the derived signing key is
+cached per (secret key, UTC date).
+
+The canonical request is the one botocore's `SigV4Auth` builds for every service but S3
+(`botocore/auth.py`), applied to the request exactly as it goes upstream:
+
+- URI: the raw path (its percent-encoding kept), with dot segments and empty segments removed
+  (`botocore.utils.remove_dot_segments`), then URI-encoded once more with only `/` and `~` left
+  as they are (`quote(path, safe='/~')`): `%2F` becomes `%252F`.
+- Query: split on `&` and at the first `=` (a bare name becomes `name=`, an empty piece `=`),
+  sorted by (name, value) as tuples, after each name and value is brought to its canonical
+  form: percent-decoded, then encoded with only `A-Za-z0-9-_.~` unreserved (botocore's
+  `quote(x, safe='-_.~')`). For a query that is already in that form, which is what botocore
+  itself puts in URLs, this is botocore's own result; for anything else (`a,b`, `%7e`, raw
+  UTF-8) it is what API Gateway recomputes. A literal `+` is read as a space (`%20`), as API
+  Gateway reads it: see `_QUERY_PLUS`.
+- Headers: `content-type` (when present), `host`, `x-amz-date`, `x-amz-security-token` (with a
+  session token), each value trimmed with inner whitespace runs collapsed (`' '.join(v.split())`)
+  and repeated values joined by `,`. Nothing else is signed: whatever an intermediary may add or
+  rewrite would break the signature.
+- Payload: the hex SHA-256 of the body, as given by the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+from collections.abc import Sequence
+from urllib.parse import quote, unquote_to_bytes
+
+from proxy.credentials.aws_keys import AwsKeys
+from proxy.secret import Secret
+
+ALGORITHM = "AWS4-HMAC-SHA256"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+# Signing keys live a UTC day; a handful covers key rotation and the day boundary.
+_KEY_CACHE_SIZE = 8
+
+# API Gateway reads `+` in a query as a space: for a request sent as `?%24filter=id+eq+123` it
+# answers that the canonical string should have been `%24filter=id%20eq%20123`
+# (zirkelc/aws-signature-v4#4, fixed by signing URLSearchParams' decoded values, tested there
+# against a real API Gateway). botocore never meets the case: it puts only canonical
+# (`%2B`/`%20`) queries into its URLs and copies the URL's query into the canonical request as is.
+_QUERY_PLUS = " "
+
+_HOST_RE = re.compile(r"^[^.]+\.execute-api\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?(?::\d+)?$",
+                      re.IGNORECASE)
+
+
+def region_from_host(host: str) -> str | None:
+    """`abc123.execute-api.eu-west-1.amazonaws.com[:443]` -> `eu-west-1`; None for any other host
+    (a custom domain, 127.0.0.1), where the region must come from the config."""
+    m = _HOST_RE.match(host.strip())
+    return m.group(1).lower() if m else None
+
+
+def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    """kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service), "aws4_request")."""
+    k = hmac.digest(f"AWS4{secret}".encode(), date.encode(), "sha256")
+    for part in (region, service, "aws4_request"):
+        k = hmac.digest(k, part.encode(), "sha256")
+    return k
+
+
+def canonical_uri(raw_path: str) -> str:
+    return quote(_remove_dot_segments(raw_path) or "/", safe="/~")
+
+
+def canonical_query(query: str) -> str:
+    if not query:
+        return ""
+    pairs = []
+    for piece in query.split("&"):
+        name, _, value = piece.partition("=")
+        pairs.append((_canonical_query_part(name), _canonical_query_part(value)))
+    pairs.sort()
+    return "&".join(f"{n}={v}" for n, v in pairs)
+
+
+def _canonical_query_part(part: str) -> str:
+    if not part:
+        return part
+    # unquote_to_bytes keeps a malformed escape (`%zz`) as literal text, which then encodes as
+    # `%25zz`; decoding to bytes (not str) keeps escapes of non-UTF-8 bytes exact.
+    return quote(unquote_to_bytes(part.replace("+", _QUERY_PLUS)), safe="-_.~")
+
+
+def _remove_dot_segments(path: str) -> str:
+    # botocore.utils.remove_dot_segments: RFC 3986 5.2.4, and empty segments dropped as well
+    # ("AWS services require consecutive slashes to be removed").
+    if not path:
+        return ""
+    out: list[str] = []
+    for segment in path.split("/"):
+        if segment == "..":
+            if out:
+                out.pop()
+        elif segment and segment != ".":
+            out.append(segment)
+    first = "/" if path[0] == "/" else ""
+    last = "/" if path[-1] == "/" and out else ""
+    return first + "/".join(out) + last
+
+
+def _trim(value: str) -> str:
+    return " ".join(value.split())
+
+
+class Signer:
+    """Signs requests for one region and service. `sign` returns the headers to add; the caller
+    sends every other header unchanged (and must drop any client-sent `Authorization`,
+    `X-Amz-Date` or `X-Amz-Security-Token` first)."""
+
+    __slots__ = ("region", "service", "_scope_tail", "_keys")
+
+    def __init__(self, region: str, service: str = "execute-api") -> None:
+        self.region = region
+        self.service = service
+        self._scope_tail = f"/{region}/{service}/aws4_request"
+        # (secret, yyyymmdd) -> key. The Secret object, not its text, is the dict key, so that
+        # even a repr of this dict shows no secret.
+        self._keys: dict[tuple[Secret, str], bytes] = {}
+
+    def __repr__(self) -> str:
+        return f"Signer(region={self.region!r}, service={self.service!r})"
+
+    def signed_header_names(self, headers: Sequence[tuple[str, str]],
+                            keys: AwsKeys) -> list[str]:
+        names = ["host", "x-amz-date"]
+        if _content_type(headers) is not None:
+            names.insert(0, "content-type")
+        if keys.session_token:
+            names.append("x-amz-security-token")
+        return names
+
+    def sign(self, keys: AwsKeys, method: str, host: str, raw_path: str, query: str,
+             headers: Sequence[tuple[str, str]], payload_sha256: str,
+             now: float | None = None) -> tuple[tuple[str, str], ...]:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+        date = stamp[:8]
+        token = keys.session_token.reveal() if keys.session_token else None
+
+        # Sorted by name: content-type < host < x-amz-date < x-amz-security-token.
+        canonical_headers = []
+        names = []
+        content_type = _content_type(headers)
+        if content_type is not None:
+            canonical_headers.append(f"content-type:{content_type}\n")
+            names.append("content-type")
+        canonical_headers.append(f"host:{_trim(host)}\nx-amz-date:{stamp}\n")
+        names += ("host", "x-amz-date")
+        if token is not None:
+            canonical_headers.append(f"x-amz-security-token:{_trim(token)}\n")
+            names.append("x-amz-security-token")
+        signed_headers = ";".join(names)
+
+        canonical_request = "\n".join((
+            method.upper(), canonical_uri(raw_path), canonical_query(query),
+            "".join(canonical_headers), signed_headers, payload_sha256))
+        scope = date + self._scope_tail
+        string_to_sign = "\n".join((
+            ALGORITHM, stamp, scope,
+            hashlib.sha256(canonical_request.encode()).hexdigest()))
+        signature = hmac.new(self._key(keys.secret_access_key, date), string_to_sign.encode(),
+                             hashlib.sha256).hexdigest()
+
+        authorization = (f"{ALGORITHM} Credential={keys.access_key_id}/{scope}, "
+                         f"SignedHeaders={signed_headers}, Signature={signature}")
+        if token is None:
+            return (("Authorization", authorization), ("X-Amz-Date", stamp))
+        return (("Authorization", authorization), ("X-Amz-Date", stamp),
+                ("X-Amz-Security-Token", token))
+
+    def _key(self, secret: Secret, date: str) -> bytes:
+        cache_key = (secret, date)
+        key = self._keys.get(cache_key)
+        if key is None:
+            if len(self._keys) >= _KEY_CACHE_SIZE:
+                del self._keys[next(iter(self._keys))]  # the oldest: insertion order
+            key = self._keys[cache_key] = signing_key(secret.reveal(), date, self.region,
+                                                      self.service)
+        return key
+
+
+def _content_type(headers: Sequence[tuple[str, str]]) -> str | None:
+    values = [_trim(v) for k, v in headers if k.lower() == "content-type"]
+    return ",".join(values) if values else None

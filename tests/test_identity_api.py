@@ -231,24 +231,29 @@ async def test_error_shapes_and_masking(raw_server: Server, http: aiohttp.Client
     payload = token.split(".")[1]
     answers = iter([
         (400, {"__type": "com.amazonaws.cognito.identity#NotAuthorizedException:http://x/",
-               "message": f"Invalid login token {token}"}),
-        (400, {"__type": "InvalidParameterException", "Message": f"claims {payload} rejected"}),
-        (429, {}),
-        (502, {"__type": "ServiceUnavailable"}),
+               "message": f"Invalid login token {token}"}, None),
+        (400, {"__type": "InvalidParameterException", "Message": f"claims {payload} rejected"},
+         None),
+        (400, None, "ThrottlingException:http://internal.amazon.com/"),  # the header alone
+        (429, None, None),
+        (502, {"__type": "ServiceUnavailable"}, None),
+        (500, None, None),  # an HTML error page, as moto's
     ])
 
     async def handler(request: web.Request) -> web.Response:
-        status, body = next(answers)
-        headers = {}
-        if not body:
-            headers["x-amzn-ErrorType"] = "ThrottlingException:http://internal.amazon.com/"
+        status, body, error_type = next(answers)
+        headers = {"x-amzn-ErrorType": error_type} if error_type else {}
+        if body is None:
+            return web.Response(status=status, headers=headers, text="<html>oops</html>")
         return web.json_response(body, status=status, headers=headers)
 
     api = IdentityApi(http, await raw_server(handler))
     expected = [("NotAuthorizedException", False, "Invalid login token ***"),
                 ("InvalidParameterException", False, "claims *** rejected"),
-                ("ThrottlingException", True, "HTTP 429"),
-                ("ServiceUnavailable", True, "HTTP 502")]
+                ("ThrottlingException", True, "HTTP 400"),
+                ("HTTP429", True, "HTTP 429"),
+                ("ServiceUnavailable", True, "HTTP 502"),
+                ("HTTP500", True, "HTTP 500")]
     for kind, transient, message in expected:
         with pytest.raises(IdentityError) as e:
             await api.get_id("us-east-1:0", {"idp/x": token})

@@ -107,10 +107,8 @@ class IdentityApi:
                    "Content-Type": "application/x-amz-json-1.1"}
         started = time.monotonic()
         try:
-            # `data=`, not `json=`: aiohttp would set Content-Type: application/json over ours
-            async with self._http.post(self._url, data=json.dumps(body).encode(),
-                                       headers=headers, timeout=self._timeout,
-                                       allow_redirects=False) as resp:
+            async with self._http.post(self._url, json=body, headers=headers,
+                                       timeout=self._timeout, allow_redirects=False) as resp:
                 raw = await resp.read()
                 status = resp.status
                 error_header = resp.headers.get("x-amzn-ErrorType", "")

@@ -64,6 +64,7 @@ BAD_ISSUER = "Invalid login token. Issuer doesn't match providerName"
 BAD_SIGNATURE = "Invalid login token. Couldn't verify signed token."
 NOT_SUPPORTED = "Token is not from a supported provider of this identity pool."
 NO_AUD = "Invalid login token. Missing a required claim: aud"
+FORBIDDEN = "Access to Identity '{}' is forbidden."  # seen when the identity's login lapsed
 
 
 class IdentityFault(Exception):
@@ -185,7 +186,7 @@ class FakeCognitoIdentity:
         self._faults.extend([fault] * n)
 
     def count(self, operation: str) -> int:
-        """Calls received for an operation (faulted ones included)."""
+        """Calls of an operation that passed the wire-format checks (faulted ones included)."""
         return self.calls[operation]
 
     # --- HTTP -------------------------------------------------------------------------------
@@ -277,12 +278,10 @@ class FakeCognitoIdentity:
                 raise IdentityFault("NotAuthorizedException", NO_GUESTS)
         elif not logins:
             # an authenticated identity's credentials are for whoever proves to be its user
-            raise IdentityFault("NotAuthorizedException",
-                                f"Access to Identity '{identity_id}' is forbidden.")
+            raise IdentityFault("NotAuthorizedException", FORBIDDEN.format(identity_id))
         for name, token in logins.items():
             if await self._verify(pool, name, token) not in identity.logins:
-                raise IdentityFault("NotAuthorizedException",
-                                    f"Access to Identity '{identity_id}' is forbidden.")
+                raise IdentityFault("NotAuthorizedException", FORBIDDEN.format(identity_id))
         return {"IdentityId": identity_id, "Credentials": self._issue(identity)}
 
     def _pool(self, pool_id: str) -> FakeIdentityPool:

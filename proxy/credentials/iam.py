@@ -38,7 +38,12 @@ from proxy.credentials.base import (
     Outgoing,
 )
 from proxy.credentials.clock import Clock, SystemClock
-from proxy.credentials.identity_api import IdentityApi, IdentityError, identity_endpoint
+from proxy.credentials.identity_api import (
+    IdentityApi,
+    IdentityError,
+    identity_endpoint,
+    logins_key,
+)
 from proxy.credentials.refresh import Failure, Fetched, Refresher
 from proxy.credentials.sigv4 import EMPTY_SHA256, Signer, region_from_host
 
@@ -96,7 +101,7 @@ class IamSource(CredentialSource):
         if self._cfg.login is not None:
             login = sources[self._cfg.login]
             assert hasattr(login, "id_token"), "config.py lets only cognito credentials in"
-            self._login = login  # type: ignore[assignment]
+            self._login = login
 
     def depends_on(self) -> tuple[str, ...]:
         return (self._cfg.login,) if self._cfg.login else ()
@@ -109,6 +114,10 @@ class IamSource(CredentialSource):
     async def close(self) -> None:
         if self._core is not None:
             await self._core.close()
+
+    def ready(self) -> bool:
+        # Signatures are made per request; ready means valid credentials are at hand.
+        return self._core is None or self._core.current() is not None
 
     async def headers_for(self, request: Outgoing) -> Headers:
         creds = await self._creds()
@@ -214,7 +223,7 @@ class IamSource(CredentialSource):
         logins = None
         if token is not None:
             claims = jwt.decode(token, options={"verify_signature": False})
-            logins = {_logins_key(str(claims["iss"])): token}
+            logins = {logins_key(str(claims["iss"])): token}
             sub = str(claims.get("sub", ""))
             if self._authed is None or self._authed[0] != sub:
                 self._authed = (sub, await api.get_id(cfg.identity_pool_id, logins))
@@ -285,7 +294,3 @@ class IamSource(CredentialSource):
                         "new guest", self._guest_path(), e.strerror)
         return self._guest_id
 
-
-def _logins_key(issuer: str) -> str:
-    """`Logins` is keyed by the ID token's issuer without its scheme."""
-    return issuer.removeprefix("https://")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -102,7 +103,48 @@ class EndpointHints:
                 "or principal conditions): fix the policy, then redeploy the stage")
         if low == "forbidden" and status == 403:
             return '"Forbidden"', self.forbidden(sent)
+        if low.startswith("the request signature we calculated does not match"):
+            return "a SigV4 signature mismatch", self.signature_mismatch(sent)
+        if low.startswith("signature expired"):
+            return '"Signature expired"', self.signature_expired(message, sent)
+        if low.startswith("the security token included in the request is"):
+            return "a refused security token", self.security_token(low)
         return None
+
+    # --- SigV4 (type: iam) --------------------------------------------------------------------
+
+    def signature_mismatch(self, sent: list[tuple[str, str]]) -> str:
+        auth = next((v for k, v in sent if k.lower() == "authorization"), "")
+        scope = auth.partition("Credential=")[2].split(",", 1)[0].split("/")[1:4]
+        where = f" (signed for region {scope[1]}, service {scope[2]})" if len(scope) == 3 else ""
+        name = self.credential.name if self.credential else "the client"
+        return (f"API Gateway computed another SigV4 signature than {name} sent{where}: check "
+                f"credentials.{name}.region and service against the API's, that the secret key "
+                "belongs to the access key, and that nothing between the proxy and API Gateway "
+                "rewrites the path, query or Host")
+
+    def signature_expired(self, message: str, sent: list[tuple[str, str]]) -> str:
+        # "Signature expired: <our date> is now earlier than <limit> (<their now> - 5 min.)"
+        stamps = re.findall(r"\d{8}T\d{6}Z", message)
+        ours = next((v for k, v in sent if k.lower() == "x-amz-date"), None)
+        if len(stamps) >= 3 and ours:
+            fmt = "%Y%m%dT%H%M%SZ"
+            offset = (datetime.strptime(ours, fmt).replace(tzinfo=UTC)
+                      - datetime.strptime(stamps[2], fmt).replace(tzinfo=UTC)).total_seconds()
+            side = "behind" if offset < 0 else "ahead of"
+            return (f"API Gateway refused the signature's date: this machine's clock is "
+                    f"{human_delta(abs(offset))} {side} AWS's (signatures are good for 5 "
+                    "minutes); sync it (e.g. timedatectl set-ntp true)")
+        return ("API Gateway refused the signature's date as too old or too new: this machine's "
+                "clock is more than 5 minutes off; sync it (e.g. timedatectl set-ntp true)")
+
+    def security_token(self, low: str) -> str:
+        what = "expired" if "expired" in low else "invalid"
+        name = self.credential.name if self.credential else "the client"
+        return (f"API Gateway says the session token is {what}: the proxy fetches new "
+                f"credentials for {name} and sends the request once more; if this persists, the "
+                "credentials come from another account or partition than the API, or the "
+                "identity pool's role was changed")
 
     # --- reading what was sent ----------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import stat
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -22,33 +22,11 @@ from conftest import AUTHPROXY, BackgroundLoop, ServeProcess
 
 from proxy.fakes.apigw import FakeApiGateway
 from proxy.fakes.cognito import FakeCognito
-from proxy.fakes.cognito_identity import FakeCognitoIdentity, user_pool_provider
+from proxy.fakes.cognito_identity import FakeCognitoIdentity, IssuedView, user_pool_provider
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 Serve = Callable[..., ServeProcess]
 PASSWORD = "Corr3ct-Horse!"
-
-
-class _Issued(Mapping[str, str]):
-    """The identity fake's issued keys, live, as the API Gateway fake's key table."""
-
-    def __init__(self, identity: FakeCognitoIdentity, what: str) -> None:
-        self.identity, self.what = identity, what
-        self.revoked: set[str] = set()
-
-    def __getitem__(self, key: str) -> str:
-        if key in self.revoked:
-            raise KeyError(key)
-        return str(getattr(self.identity.issued[key], self.what))
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(k for k in list(self.identity.issued) if k not in self.revoked)
-
-    def __len__(self) -> int:
-        return len(list(iter(self)))
-
-    def __bool__(self) -> bool:
-        return True  # IAM mode even before the first key is issued
 
 
 class World:
@@ -58,9 +36,9 @@ class World:
         self.cognito = FakeCognito()
         bg.run(self.identity.start())
         bg.run(self.cognito.start())
-        self.secrets = _Issued(self.identity, "secret_access_key")
-        self.tokens = _Issued(self.identity, "session_token")
-        self.apigw = FakeApiGateway(iam=self.secrets, iam_tokens=self.tokens,  # type: ignore[arg-type]
+        self.secrets = IssuedView(self.identity, "secret_access_key")
+        self.tokens = IssuedView(self.identity, "session_token")
+        self.apigw = FakeApiGateway(iam=self.secrets, iam_tokens=self.tokens,
                                     iam_region="us-east-1")
         bg.run(self.apigw.start())
         self.user_pool = self.cognito.add_pool()

@@ -16,6 +16,7 @@ from proxy import log
 from proxy.config import load_config
 from proxy.fakes.apigw import FakeApiGateway
 from proxy.fakes.cognito import FakeCognito
+from proxy.fakes.cognito_identity import FakeCognitoIdentity, IssuedView
 from proxy.jwt import parse
 from proxy.secret import redact
 from proxy.server import BindError, Running, start
@@ -26,8 +27,10 @@ PASSWORD = "Demo-Passw0rd-only-for-the-fake"
 WHAT = {
     "static": "a static token, as a Lambda TOKEN authorizer wants, injected as Authorization",
     "cognito": "a Cognito ID token the proxy signed in for (SRP) and keeps fresh, as Bearer",
+    "signed": "SigV4 with a Cognito identity pool guest's AWS credentials (AWS_IAM auth)",
     "public": "strategy none: forwarded without any auth header",
 }
+IDENTITY_POOL = "us-east-1:00000000-0000-4000-8000-000000000000"
 
 
 def demo(port: int, once: bool) -> int:
@@ -43,9 +46,17 @@ async def _demo(port: int, once: bool) -> int:
     cognito.add_pool(POOL)
     cognito.add_client(POOL, CLIENT)
     cognito.add_user(POOL, USER, PASSWORD, email="demo@example.test", groups=["developers"])
+    identity = FakeCognitoIdentity()
+    await identity.start()
+    identity.add_pool(pool_id=IDENTITY_POOL)
+    # A second stage with AWS_IAM authorization: it recomputes every signature.
+    signed = FakeApiGateway(iam=IssuedView(identity, "secret_access_key"),
+                            iam_tokens=IssuedView(identity, "session_token"))
+    await signed.start()
     env = dict(os.environ, AUTHPROXY_DEMO_UPSTREAM=fake.url, AUTHPROXY_DEMO_COGNITO=cognito.url,
                AUTHPROXY_DEMO_POOL=POOL, AUTHPROXY_DEMO_CLIENT=CLIENT,
-               AUTHPROXY_DEMO_PASSWORD=PASSWORD)
+               AUTHPROXY_DEMO_PASSWORD=PASSWORD, AUTHPROXY_DEMO_IDENTITY=identity.url,
+               AUTHPROXY_DEMO_IDENTITY_POOL=IDENTITY_POOL, AUTHPROXY_DEMO_IAM_UPSTREAM=signed.url)
     config = load_config(DEMO_CONFIG, env)
     config = dataclasses.replace(config, listen=dataclasses.replace(config.listen, port=port))
     try:
@@ -56,7 +67,9 @@ async def _demo(port: int, once: bool) -> int:
         running = await start(config)
     try:
         print(f"\nauthproxy demo: proxy on {running.url}\n  fake API Gateway: {fake.url}"
-              f"/Development\n  fake Cognito:     {cognito.url} (pool {POOL}, user {USER})\n"
+              f"/Development (and {signed.url}/Development with AWS_IAM)\n"
+              f"  fake Cognito:     {cognito.url} (pool {POOL}, user {USER}); identity pool "
+              f"{identity.url}\n"
               f"  inspector:        {running.url}/_authproxy/\n")
         await _show(running)
         if not once:
@@ -69,6 +82,8 @@ async def _demo(port: int, once: bool) -> int:
     finally:
         await running.stop()
         await cognito.stop()
+        await identity.stop()
+        await signed.stop()
         await fake.stop()
     return 0
 
@@ -86,6 +101,13 @@ async def _show(running: Running) -> None:
                 continue
             echo = json.loads(body)
             auth = next((v for k, v in echo["headers"] if k.lower() == "authorization"), None)
+            if auth and auth.startswith("AWS4-HMAC-SHA256"):
+                scope = auth.partition("Credential=")[2].split(",", 1)[0]
+                key_id, _, scope = scope.partition("/")
+                print(f"  -> 200; API Gateway checked the SigV4 signature ({echo['sigv4']}) of "
+                      f"{echo['method']} {echo['raw_path']}: key {key_id[:4]}…, scope {scope}")
+                print()
+                continue
             print(f"  -> 200; API Gateway saw {echo['method']} {echo['raw_path']} with "
                   + (f"Authorization: {redact(auth)}" if auth else "no Authorization header"))
             if auth and auth.startswith("Bearer "):

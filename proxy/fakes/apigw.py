@@ -29,7 +29,7 @@ import ssl
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
@@ -63,8 +63,8 @@ class FakeApiGateway:
     require: dict[str, str] = field(default_factory=dict)  # header -> value an authorizer wants
     reject: set[str] = field(default_factory=set)  # Authorization values answered with 401
     # AWS_IAM authorization: access key id -> secret key; empty: no signature checked
-    iam: dict[str, str] = field(default_factory=dict)
-    iam_tokens: dict[str, str] = field(default_factory=dict)  # key id -> its session token
+    iam: Mapping[str, str] = field(default_factory=dict)  # key id -> secret key
+    iam_tokens: Mapping[str, str] = field(default_factory=dict)  # key id -> its session token
     iam_region: str | None = None  # the region signatures must be scoped to; None: any
     clock: Callable[[], float] = time.time  # the fake's clock: signature expiry and `Date`
     seen: deque[Seen] = field(default_factory=lambda: deque(maxlen=10_000))

@@ -33,7 +33,7 @@ import secrets
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,6 +122,32 @@ class FakeIdentity:
     identity_id: str
     pool_id: str
     logins: set[tuple[str, str]] = field(default_factory=set)  # (provider, sub); empty: guest
+
+
+class IssuedView(Mapping[str, str]):
+    """A live view of the keys a FakeCognitoIdentity handed out: access key id -> its secret
+    key (`what="secret_access_key"`) or its session token (`what="session_token"`), the shape
+    the fake API Gateway's IAM mode takes. `revoked` keys are gone from the view (as revoked
+    or expired credentials are for API Gateway). Truthy even while empty, so the API Gateway
+    fake is in IAM mode before the first key is issued."""
+
+    def __init__(self, identity: FakeCognitoIdentity, what: str) -> None:
+        self.identity, self.what = identity, what
+        self.revoked: set[str] = set()
+
+    def __getitem__(self, key: str) -> str:
+        if key in self.revoked:
+            raise KeyError(key)
+        return str(getattr(self.identity.issued[key], self.what))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([k for k in self.identity.issued if k not in self.revoked])
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+    def __bool__(self) -> bool:
+        return True
 
 
 class FakeCognitoIdentity:

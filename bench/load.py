@@ -75,6 +75,8 @@ def main() -> int:
     ap.add_argument("--peers", default="mitmproxy,node",
                     help="other proxies a user could pick, each skipped with a note when not "
                          "installed (mitmproxy,node; '' for none)")
+    ap.add_argument("--iam", action="store_true",
+                    help="also authproxy signing each request with SigV4 (type: iam, fixed keys)")
     ap.add_argument("--access-log", action="store_true",
                     help="also run authproxy with its access log on (logging.level info) as "
                          "authproxy-log-<first loop>")
@@ -158,6 +160,21 @@ def run(args: argparse.Namespace, loops: list[str], skip: set[str], tmp: Path,
         p, port = start_command(tmp, label, template, up_port, token_file, token)
         procs.append(p)
         targets[label] = (p, port)
+    if args.iam:
+        # The same proxy signing every request with SigV4 (fixed keys with a session token, as
+        # an identity pool gives): what signing costs per request, next to the static token.
+        signed = tmp / "authproxy-iam.yaml"
+        signed.write_text(
+            "credentials:\n  keys:\n    type: iam\n    source: keys\n"
+            "    access_key_id: ASIABENCHKEY00000001\n"
+            "    secret_access_key: bench-secret-key-not-a-real-one-0123456789\n"
+            f"    session_token: {'s' * 800}\n    region: us-east-1\n"
+            "endpoints:\n"
+            f'  - {{name: api, endpoint: "http://127.0.0.1:{up_port}", auth: keys, prefix: /,'
+            " timeout: 600}\nlogging: {level: warning}\n")
+        p, port = start_authproxy(tmp, signed, loops[0], name=f"authproxy-iam-{loops[0]}")
+        procs.append(p)
+        targets[p.name] = (p, port)
     if args.access_log:
         logged = authproxy_config(tmp / "authproxy-log.yaml", up_port, token_file, level="info")
         p, port = start_authproxy(tmp, logged, loops[0], name=f"authproxy-log-{loops[0]}")
@@ -189,7 +206,11 @@ def run(args: argparse.Namespace, loops: list[str], skip: set[str], tmp: Path,
         auth = [h.split(":", 1)[1].strip() for h in lines
                 if h.lower().startswith("authorization:")]
         sanity[name] = {"status": status, "upstream_saw_headers": [h.split(":")[0] for h in lines]}
-        if name != "upstream" and (status != 200 or auth != [token]):
+        signed = name.startswith("authproxy-iam-")
+        if signed and (status != 200 or len(auth) != 1
+                       or not auth[0].startswith("AWS4-HMAC-SHA256 ")):
+            failures.append(f"{name}: the upstream did not get one SigV4 Authorization header")
+        elif name != "upstream" and not signed and (status != 200 or auth != [token]):
             failures.append(f"{name}: the upstream did not get exactly one Authorization header "
                             f"with the token (status {status}, {len(auth)} found)")
     for f in failures:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -282,8 +283,10 @@ def _replayer(source: CredentialSource, request: web.BaseRequest, up: Upstream,
 
 def _signer(source: CredentialSource, request: web.BaseRequest, up: Upstream,
             rest: str, query: str) -> Sign:
-    async def sign(body_sha256: str) -> Inject:
-        return await source.headers_for(_outgoing(request, up, rest, query, body_sha256))
+    async def sign(body_sha256: str, headers: Sequence[tuple[str, str]]) -> Inject:
+        return await source.headers_for(Outgoing(
+            method=request.method, host=up.host_header, raw_path=up.base_path + rest,
+            query=query, headers=headers, body_sha256=body_sha256))
     return sign
 
 

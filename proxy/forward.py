@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,7 +59,8 @@ class Exchange:
 Inject = tuple[tuple[str, str], ...]  # the credential's headers, one or more pairs
 # replay(sent, body_sha256): the headers to send again with, or None; sha256 for signed bodies
 Replay = Callable[[Inject, str | None], Awaitable[Inject | None]]
-Sign = Callable[[str], Awaitable[Inject]]  # sign(body_sha256) -> the credential's headers
+# sign(body_sha256, headers going upstream) -> the credential's headers
+Sign = Callable[[str, Sequence[tuple[str, str]]], Awaitable[Inject]]
 HINT_BODY_LIMIT = 8192  # API Gateway's own error bodies are a few dozen bytes
 
 
@@ -226,7 +227,7 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
     if sign is not None:
         spooled = SpooledBody(body_limit)
         try:
-            if request.body_exists:
+            if request.body_exists:  # else the hash of nothing, which SpooledBody knows
                 await spooled.fill(_client_body(request.content, up.client_timeout))
         except BodyTooLarge:
             return _too_large(request, ex, body_limit)
@@ -239,12 +240,16 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
                     and _client_gone(request):
                 return _gone(None, ex)
             raise
+        headers = ex.sent_headers = header_list(request, up, None, ex)
         try:
-            inject = await sign(spooled.sha256)
+            # Signed over the headers as they go (the credential's own aside), then added.
+            inject = await sign(spooled.sha256, headers)
         except BaseException:
             spooled.close()
             raise
-    headers = ex.sent_headers = header_list(request, up, inject, ex)
+        headers.extend(inject)
+    else:
+        headers = ex.sent_headers = header_list(request, up, inject, ex)
     kept: _KeptBody | None = None
     data: Any = None
     chunked = False

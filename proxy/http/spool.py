@@ -16,6 +16,7 @@ from typing import IO
 
 MEMORY = 1024 * 1024
 PIECE = 256 * 1024  # what a spooled body is sent in
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 class BodyTooLarge(Exception):
@@ -51,7 +52,7 @@ class SpooledBody:
 
     @property
     def sha256(self) -> str:
-        return self._hash.hexdigest()
+        return self._hash.hexdigest() if self.size else _EMPTY_SHA256
 
     @property
     def spooled(self) -> bool:

@@ -118,7 +118,7 @@ class AwsChain:
         """Transient (trying again later can help) or permanent, with a message in the user's
         terms; never a secret (botocore's text is scrubbed of anything shaped like a key)."""
         transient, message = self._judge(error)
-        return Failure(_scrub(message), transient)
+        return Failure(message, transient)
 
     def describe_source(self) -> str:
         """e.g. "botocore default chain, profile dev (credential_process)"; the part in
@@ -199,16 +199,16 @@ class AwsChain:
             return False, (f"{where}: the SSO session has expired or is missing: run "
                            f"`aws sso login --profile {profile}`")
         if isinstance(e, _known(bx, "LoginError")):
-            return False, f"{where}: {e}"
+            return False, f"{where}: {_scrub(str(e))}"
         if isinstance(e, bx.RefreshWithMFAUnsupportedError):
             return False, (f"{where}: the role needs an MFA code, which the proxy cannot "
                            "prompt for: use credential_process or SSO for this profile")
         if isinstance(e, _known(bx, "PartialCredentialsError", "InvalidConfigError",
                                 "ConfigParseError", "ConfigNotFound", "UnknownCredentialError",
                                 "MissingDependencyException")):
-            return False, f"{where}: {e}"
+            return False, f"{where}: {_scrub(str(e))}"
         if isinstance(e, bx.CredentialRetrievalError):
-            msg = " ".join(str(e.kwargs.get("error_msg", "")).split())[:300]
+            msg = _scrub(" ".join(str(e.kwargs.get("error_msg", "")).split())[:300])
             if e.kwargs.get("provider") == "custom-process":
                 # A non-zero exit says nothing but its stderr: the usual causes (a network
                 # or VPN down, a vault or SSO helper not reachable, a locked keychain) mend
@@ -217,15 +217,16 @@ class AwsChain:
                 broken = msg.startswith(("Unsupported version", "Missing required key"))
                 what = "printed an answer botocore cannot use" if broken else "failed"
                 return not broken, f"{where}: credential_process {what}: {msg or '(no output)'}"
-            return True, f"{where}: {msg or e}"
+            return True, f"{where}: {msg or type(e).__name__}"
         if isinstance(e, bx.ClientError):
             err = e.response.get("Error", {})
             code = str(err.get("Code", "Unknown"))
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             transient = code in _TRANSIENT_CODES or status == 429 or status >= 500
-            return transient, f"{where}: STS refused ({code}): {err.get('Message', '')}"
+            message = _scrub(str(err.get("Message", "")))
+            return transient, f"{where}: STS refused ({code}): {message}"
         if isinstance(e, bx.ConnectionError | bx.HTTPClientError | bx.MetadataRetrievalError):
-            return True, f"{where}: could not reach AWS: {e}"
+            return True, f"{where}: could not reach AWS: {_scrub(str(e))}"
         if isinstance(e, json.JSONDecodeError):
             return False, f"{where}: credential_process printed something that is not JSON"
         if isinstance(e, FileNotFoundError | PermissionError):

@@ -14,7 +14,7 @@ import shlex
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -318,13 +318,19 @@ def test_network_errors_and_sso_expiry(aws: Aws) -> None:
 # --- through the refresh core -----------------------------------------------------------------
 
 
-async def until(check: object, seconds: float = 10.0) -> None:
+async def settle() -> None:
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+async def until(check: Callable[[], bool], state: Callable[[], object],
+                seconds: float = 10.0) -> None:
     """Real time: botocore works on a thread, which a hand-moved clock does not hurry."""
     for _ in range(int(seconds / 0.01)):
-        if check():  # type: ignore[operator]
+        if check():
             return
         await asyncio.sleep(0.01)
-    raise AssertionError("timed out")
+    raise AssertionError(f"timed out; {state()}")
 
 
 async def test_the_refresh_core_refreshes_before_botocores_expiry(aws: Aws) -> None:
@@ -334,12 +340,19 @@ async def test_the_refresh_core_refreshes_before_botocores_expiry(aws: Aws) -> N
     chain = AwsChain("proc", clock=clock)
     core: Refresher[AwsKeys] = Refresher("dev", chain.fetch, chain.classify, margin=300,
                                          clock=clock, rng=random.Random(1))
+
+    def state() -> object:
+        return {"runs": aws.runs, "now": clock.now, **core.status()}
+
     await core.start()
     try:
-        await until(lambda: core.current() is not None)
+        await until(lambda: core.current() is not None, state)
         first = core.current()
         assert first is not None and first.access_key_id == "ASIAPROCESS000000001"
         assert core.status()["refresh_in"] == pytest.approx(3300, abs=1)
+        # The core's background loop must be asleep on the clock before the clock moves: its
+        # sleep reads the clock when it begins, a few loop turns after the fetch completed.
+        await settle()
 
         clock.advance(3000)
         await asyncio.sleep(0.2)
@@ -347,7 +360,7 @@ async def test_the_refresh_core_refreshes_before_botocores_expiry(aws: Aws) -> N
 
         aws.control(expires_at=clock.time() + 3600)
         clock.advance(300)  # expiry - margin: inside botocore's mandatory window, so it runs
-        await until(lambda: core.fetches["success"] == 2)
+        await until(lambda: core.fetches["success"] == 2, state)
         assert aws.runs == 2
         now = core.current()
         assert now is not None and now.access_key_id == "ASIAPROCESS000000002"

@@ -311,3 +311,22 @@ def test_a_skewed_clock_is_named_with_its_offset(world: World, serve: Serve,
     assert status == 403 and b"Signature expired" in body
     hint = headers.get("X-Authproxy-Hint", "")
     assert "10m behind AWS's" in hint, hint
+
+
+def test_the_aws_credential_chain_signs(world: World, serve: Serve, tmp_path: Path) -> None:
+    world.apigw.iam = {"AKIAEXAMPLE0000004": "chain-S3CR3T"}
+    world.apigw.iam_tokens = {"AKIAEXAMPLE0000004": "chain-T0KEN"}
+    text = world.config().replace("credentials:\n", (
+        "credentials:\n  dev:\n    type: iam\n    source: aws\n    region: us-east-1\n")
+    ).replace("auth: guest", "auth: dev")
+    hermetic = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env = {**hermetic, **_env(tmp_path), "AWS_CONFIG_FILE": str(tmp_path / "none"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+           "AWS_EC2_METADATA_DISABLED": "true", "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE0000004",
+           "AWS_SECRET_ACCESS_KEY": "chain-S3CR3T", "AWS_SESSION_TOKEN": "chain-T0KEN"}
+    sp = serve(text, env=env)
+    status, _, body = sp.get("/api/x")
+    assert status == 200, body
+    assert world.apigw.seen[-1].sigv4 == "verified"
+    sp.stop()
+    assert "chain-S3CR3T" not in sp.log() and "chain-T0KEN" not in sp.log()

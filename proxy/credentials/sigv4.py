@@ -26,6 +26,7 @@ The canonical request is the one botocore's `SigV4Auth` builds for every service
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -68,10 +69,15 @@ def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     return k
 
 
+# Paths and queries repeat (an app calls the same few resources): their canonical forms are
+# pure functions of the raw text, cached. The query may hold a secret the client put there; it
+# stays in this process's memory as it does in the request itself.
+@functools.lru_cache(maxsize=4096)
 def canonical_uri(raw_path: str) -> str:
     return quote(_remove_dot_segments(raw_path) or "/", safe="/~")
 
 
+@functools.lru_cache(maxsize=4096)
 def canonical_query(query: str) -> str:
     if not query:
         return ""
@@ -108,6 +114,11 @@ def _remove_dot_segments(path: str) -> str:
     return first + "/".join(out) + last
 
 
+@functools.lru_cache(maxsize=4)
+def _stamp(second: int) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second))
+
+
 def _trim(value: str) -> str:
     return " ".join(value.split())
 
@@ -142,7 +153,7 @@ class Signer:
     def sign(self, keys: AwsKeys, method: str, host: str, raw_path: str, query: str,
              headers: Sequence[tuple[str, str]], payload_sha256: str,
              now: float | None = None) -> tuple[tuple[str, str], ...]:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+        stamp = _stamp(int(time.time() if now is None else now))
         date = stamp[:8]
         token = keys.session_token.reveal() if keys.session_token else None
 

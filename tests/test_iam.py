@@ -330,3 +330,15 @@ def test_the_aws_credential_chain_signs(world: World, serve: Serve, tmp_path: Pa
     assert world.apigw.seen[-1].sigv4 == "verified"
     sp.stop()
     assert "chain-S3CR3T" not in sp.log() and "chain-T0KEN" not in sp.log()
+
+
+def test_keep_and_the_clients_own_authorization_go_unsigned(world: World, serve: Serve,
+                                                            tmp_path: Path) -> None:
+    text = world.config().replace("auth: guest}", "auth: guest, client_header: keep}")
+    sp = serve(text, env=_env(tmp_path))
+    status, _, _ = sp.get("/api/x", headers={"Authorization": "AWS4-HMAC-SHA256 mine"})
+    assert status == 403  # the fake's verifier refuses the client's own signature, as AWS would
+    seen = world.apigw.seen[-1]
+    assert seen.header("Authorization") == "AWS4-HMAC-SHA256 mine"
+    assert seen.header("X-Amz-Date") is None and seen.header("X-Amz-Security-Token") is None
+    assert sp.get("/api/y")[0] == 200  # without one, signed as usual

@@ -120,7 +120,7 @@ class IamSource(CredentialSource):
         return self._core is None or self._core.current() is not None
 
     async def headers_for(self, request: Outgoing) -> Headers:
-        creds = await self._creds()
+        creds = self._held_creds() or await self._creds()
         return self._signer(request.host).sign(
             creds.keys, request.method, request.host, request.raw_path, request.query,
             request.headers, request.body_sha256 or EMPTY_SHA256, self._clock.time())
@@ -183,6 +183,13 @@ class IamSource(CredentialSource):
             "identity_pool_id": cfg.identity_pool_id or None, "login": cfg.login}
 
     # --- credentials -------------------------------------------------------------------------
+
+    def _held_creds(self) -> _Creds | None:
+        """The credentials to sign with when no wait can be needed (the hot path: no
+        coroutine); None when they must be fetched, or checked against a new ID token."""
+        if self._core is None:
+            return self._static
+        return self._core.current() if self._login is None else None
 
     async def _creds(self) -> _Creds:
         if self._core is None:

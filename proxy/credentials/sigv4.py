@@ -119,6 +119,12 @@ def _stamp(second: int) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second))
 
 
+@functools.lru_cache(maxsize=8)
+def _token_line(token: str) -> str:
+    # A session token is some 800 characters and the same for an hour: trimmed once.
+    return f"x-amz-security-token:{_trim(token)}\n"
+
+
 def _trim(value: str) -> str:
     return " ".join(value.split())
 
@@ -167,7 +173,7 @@ class Signer:
         canonical_headers.append(f"host:{_trim(host)}\nx-amz-date:{stamp}\n")
         names += ("host", "x-amz-date")
         if token is not None:
-            canonical_headers.append(f"x-amz-security-token:{_trim(token)}\n")
+            canonical_headers.append(_token_line(token))
             names.append("x-amz-security-token")
         signed_headers = ";".join(names)
 
@@ -178,8 +184,8 @@ class Signer:
         string_to_sign = "\n".join((
             ALGORITHM, stamp, scope,
             hashlib.sha256(canonical_request.encode()).hexdigest()))
-        signature = hmac.new(self._key(keys.secret_access_key, date), string_to_sign.encode(),
-                             hashlib.sha256).hexdigest()
+        signature = hmac.digest(self._key(keys.secret_access_key, date),
+                                string_to_sign.encode(), "sha256").hex()
 
         authorization = (f"{ALGORITHM} Credential={keys.access_key_id}/{scope}, "
                          f"SignedHeaders={signed_headers}, Signature={signature}")

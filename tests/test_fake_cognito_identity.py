@@ -9,7 +9,6 @@ import base64
 import json
 import re
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -17,6 +16,7 @@ import jwt
 import pytest
 from cognito_fixtures import FakeClock, call, http_fixture  # noqa: F401
 from cryptography.hazmat.primitives.asymmetric import rsa
+from identity_fixtures import clock_fixture, cognito_fixture, identity_fixture  # noqa: F401
 
 from proxy.fakes.cognito import FakeCognito
 from proxy.fakes.cognito_identity import (
@@ -36,26 +36,6 @@ AMZ_JSON = "application/x-amz-json-1.1"
 TARGET = "AWSCognitoIdentityService."
 ID_RE = re.compile(r"us-east-1:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def cognito(clock: FakeClock) -> AsyncIterator[FakeCognito]:
-    fake = FakeCognito(clock=clock.time)
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def identity(clock: FakeClock) -> AsyncIterator[FakeCognitoIdentity]:
-    fake = FakeCognitoIdentity(clock=clock.time)
-    await fake.start()
-    yield fake
-    await fake.stop()
 
 
 class Users:

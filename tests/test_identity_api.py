@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cognito_fixtures import FakeClock, call, http_fixture  # noqa: F401
+from identity_fixtures import clock_fixture, cognito_fixture, identity_fixture  # noqa: F401
 
 from proxy.credentials.identity_api import (
     IdentityApi,
@@ -28,26 +29,6 @@ from proxy.secret import Secret
 
 Server = Callable[[Callable[[web.Request], Awaitable[web.StreamResponse]]], Awaitable[str]]
 
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def cognito(clock: FakeClock) -> AsyncIterator[FakeCognito]:
-    fake = FakeCognito(clock=clock.time)
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def identity(clock: FakeClock) -> AsyncIterator[FakeCognitoIdentity]:
-    fake = FakeCognitoIdentity(clock=clock.time)
-    await fake.start()
-    yield fake
-    await fake.stop()
 
 
 @pytest.fixture

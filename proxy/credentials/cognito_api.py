@@ -9,7 +9,6 @@ Cognito's error messages are scrubbed of every secret the call carried before th
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -20,6 +19,7 @@ import aiohttp
 
 from proxy.config import CognitoCredential
 from proxy.credentials import srp
+from proxy.credentials.aws_json import error_kind, error_message, json_object
 
 log = logging.getLogger("authproxy.cognito")
 
@@ -183,15 +183,13 @@ class CognitoApi:
         log.debug("cognito %s %s %s -> %s in %.0f ms", self._cfg.name, operation, what, status,
                   (time.monotonic() - started) * 1000)
         try:
-            data = _json(raw)
+            data = json_object(raw)
         except ValueError:
             data = {}
         if status == 200 and data:
             return data
-        kind = str(data.get("__type") or data.get("error") or f"HTTP{status}")
-        kind = kind.rsplit("#", 1)[-1].split(":", 1)[0]
-        message = str(data.get("message") or data.get("Message") or data.get("error_description")
-                      or ("unreadable response" if status == 200 else f"HTTP {status}"))
+        kind = error_kind(data, status, str(data.get("error") or ""))
+        message = error_message(data, status, "error_description")
         for secret in (*self._known, *secrets):
             if secret:
                 message = message.replace(secret, "***")
@@ -233,10 +231,3 @@ def advice(e: CognitoError, cfg: CognitoCredential) -> str:
     if e.kind == "invalid_scope":
         return f"{why}: fix {fix}.scopes"
     return f"Cognito refused ({why})"
-
-
-def _json(raw: bytes) -> dict[str, Any]:
-    value = json.loads(raw or b"{}")
-    if not isinstance(value, dict):
-        raise ValueError("not an object")
-    return value

@@ -9,7 +9,6 @@ secret key and session token go straight into `Secret`s.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -17,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from proxy.credentials.aws_json import error_kind, error_message, json_object
 from proxy.credentials.aws_keys import AwsKeys
 from proxy.secret import Secret
 
@@ -119,15 +119,13 @@ class IdentityApi:
         log.debug("identity %s -> %s in %.0f ms", operation, status,
                   (time.monotonic() - started) * 1000)
         try:
-            data = _json(raw)
+            data = json_object(raw)
         except ValueError:
             data = {}
         if status == 200 and data:
             return data
-        kind = str(data.get("__type") or error_header or f"HTTP{status}")
-        kind = kind.rsplit("#", 1)[-1].split(":", 1)[0] or f"HTTP{status}"
-        message = str(data.get("message") or data.get("Message")
-                      or ("unreadable response" if status == 200 else f"HTTP {status}"))
+        kind = error_kind(data, status, error_header)
+        message = error_message(data, status)
         message = _scrub(message, secrets)
         # a 200 we cannot read came from something in between (a captive portal, a proxy)
         transient = kind in TRANSIENT or status >= 500 or status in (200, 429)
@@ -142,10 +140,3 @@ def _scrub(message: str, secrets: Iterable[str]) -> str:
             if len(piece) >= _MIN_SCRUB:
                 message = message.replace(piece, "***")
     return message
-
-
-def _json(raw: bytes) -> dict[str, Any]:
-    value = json.loads(raw or b"{}")
-    if not isinstance(value, dict):
-        raise ValueError("not an object")
-    return value

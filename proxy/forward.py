@@ -247,6 +247,9 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
         except BaseException:
             spooled.close()
             raise
+        # A client's own X-Amz-Date or X-Amz-Security-Token would go next to ours: ours win.
+        ours = {name.lower() for name, _ in inject}
+        headers[:] = [h for h in headers if h[0].lower() not in ours]
         headers.extend(inject)
     else:
         headers = ex.sent_headers = header_list(request, up, inject, ex)

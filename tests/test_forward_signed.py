@@ -194,3 +194,14 @@ async def test_keep_with_the_clients_own_authorization_goes_unsigned(
     assert apigw.seen[-1].header("Authorization") == "Mine 123"
     assert apigw.seen[-1].header("X-Amz-Date") is None
     assert not source.seen
+
+
+async def test_the_clients_own_signing_headers_give_way_to_the_credentials(
+        apigw: FakeApiGateway, make_proxy: MakeProxy) -> None:
+    client, _ = await _proxy(make_proxy, apigw)
+    resp = await client.get("/api/x", headers={"X-Amz-Date": "19990101T000000Z",
+                                               "Authorization": "theirs"})
+    assert resp.status == 200
+    seen = apigw.seen[-1]
+    assert [v for k, v in seen.headers if k.lower() == "x-amz-date"] == ["20260101T000000Z"]
+    assert [v for k, v in seen.headers if k.lower() == "authorization"][0].startswith("Sig0 ")

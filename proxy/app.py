@@ -264,11 +264,14 @@ class Proxy:
 
 
 def _outgoing(request: web.BaseRequest, up: Upstream, rest: str, query: str,
-              body_sha256: str | None = None) -> Outgoing:
-    """The request as it goes upstream, for a credential that cannot answer from a lookup."""
+              body_sha256: str | None = None,
+              headers: Sequence[tuple[str, str]] | None = None) -> Outgoing:
+    """The request as it goes upstream, for a credential that cannot answer from a lookup.
+    `headers`: those going upstream, when the caller has them already."""
     return Outgoing(method=request.method, host=up.host_header, raw_path=up.base_path + rest,
-                    query=query, headers=header_list(request, up, None, Exchange()),
-                    body_sha256=body_sha256)
+                    query=query, body_sha256=body_sha256,
+                    headers=header_list(request, up, None, Exchange()) if headers is None
+                    else headers)
 
 
 def _replayer(source: CredentialSource, request: web.BaseRequest, up: Upstream,
@@ -284,9 +287,7 @@ def _replayer(source: CredentialSource, request: web.BaseRequest, up: Upstream,
 def _signer(source: CredentialSource, request: web.BaseRequest, up: Upstream,
             rest: str, query: str) -> Sign:
     async def sign(body_sha256: str, headers: Sequence[tuple[str, str]]) -> Inject:
-        return await source.headers_for(Outgoing(
-            method=request.method, host=up.host_header, raw_path=up.base_path + rest,
-            query=query, headers=headers, body_sha256=body_sha256))
+        return await source.headers_for(_outgoing(request, up, rest, query, body_sha256, headers))
     return sign
 
 

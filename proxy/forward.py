@@ -229,23 +229,18 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
         try:
             if request.body_exists:  # else the hash of nothing, which SpooledBody knows
                 await spooled.fill(_client_body(request.content, up.client_timeout))
-        except BodyTooLarge:
-            return _too_large(request, ex, body_limit)
-        except ClientStalled:
-            spooled.close()
-            return await _stalled(request, ex, up)
+            headers = ex.sent_headers = header_list(request, up, None, ex)
+            # Signed over the headers as they go (the credential's own aside), then added.
+            inject = await sign(spooled.sha256, headers)
         except BaseException as e:
             spooled.close()
+            if isinstance(e, BodyTooLarge):
+                return _too_large(request, ex, body_limit)
+            if isinstance(e, ClientStalled):
+                return await _stalled(request, ex, up)
             if isinstance(e, ConnectionResetError | asyncio.CancelledError) \
                     and _client_gone(request):
                 return _gone(None, ex)
-            raise
-        headers = ex.sent_headers = header_list(request, up, None, ex)
-        try:
-            # Signed over the headers as they go (the credential's own aside), then added.
-            inject = await sign(spooled.sha256, headers)
-        except BaseException:
-            spooled.close()
             raise
         # A client's own X-Amz-Date or X-Amz-Security-Token would go next to ours: ours win.
         ours = {name.lower() for name, _ in inject}

@@ -116,22 +116,6 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             loop.call_soon(self.flush)
 
 
-class _ShortClientErrors(logging.Filter):
-    """aiohttp logs a traceback for every malformed request it rejects with 400; a bad client is
-    worth one line, not a stack."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from aiohttp.http_exceptions import HttpProcessingError
-
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
-            record.msg, record.args = "rejected a malformed request: %s", (
-                str(exc.message).strip().splitlines()[0] if exc.message else type(exc).__name__,)
-            record.exc_info, record.exc_text, record.levelno, record.levelname = (
-                None, None, logging.WARNING, "WARNING")
-        return True
-
-
 def _unbuffered_lines(stream: Any) -> Any:
     """The same file without line buffering (sys.stderr flushes at every newline, which would
     undo the batching), or the stream itself when it is no real file (tests capture it)."""
@@ -185,6 +169,3 @@ def configure(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     # aiohttp's own access log would repeat ours; its server errors stay.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    server_log = logging.getLogger("aiohttp.server")
-    if not any(isinstance(f, _ShortClientErrors) for f in server_log.filters):
-        server_log.addFilter(_ShortClientErrors())

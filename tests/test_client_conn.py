@@ -127,10 +127,12 @@ async def test_the_soft_file_descriptor_limit_is_raised_to_the_hard_one(
     b"GET /api/x\r\n\r\n",
 ], ids=["space-before-colon", "two-lengths", "bad-method", "http-1.2", "http-2.0", "http-0.9",
         "no-version"])
-async def test_refused_requests_get_the_json_error_in_http11(data: bytes,
-                                                             apigw: FakeApiGateway) -> None:
+async def test_refused_requests_get_the_json_error_in_http11(
+        data: bytes, apigw: FakeApiGateway, caplog: pytest.LogCaptureFixture) -> None:
     async with served(config(apigw.url)) as running:
         got = await raw_exchange(port_of(running), data, timeout=3)
+    # A bad client is worth one line, never a traceback.
+    assert not [r for r in caplog.records if r.exc_info], caplog.text
     assert got.startswith(b"HTTP/1.1 400 "), got[:200]
     (resp,) = parse_responses(got)
     body = json.loads(resp.body)

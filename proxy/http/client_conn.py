@@ -139,7 +139,7 @@ class ClientConnection(RequestHandler):
                      exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
         if isinstance(exc, HttpProcessingError) or status == 400:
-            # One line, not a stack: a bad client is not our bug (log.py shortens it further).
+            # One line, not a stack: a bad client is not our bug.
             self.logger.warning("refused a malformed request from %s: %s", request.remote,
                                 _first_line(exc, message))
             if request.writer.output_size > 0:

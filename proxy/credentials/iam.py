@@ -29,6 +29,7 @@ import jwt
 
 from proxy.config import IamCredential
 from proxy.credentials import token_store
+from proxy.credentials.aws_chain import AwsChain  # loads without botocore (an optional extra)
 from proxy.credentials.aws_keys import AwsKeys
 from proxy.credentials.base import (
     CredentialSource,
@@ -83,14 +84,13 @@ class IamSource(CredentialSource):
         self._authed: tuple[str, str] | None = None  # (user's sub, identity id)
         self._static: _Creds | None = None
         self._core: Refresher[_Creds] | None = None
-        self._chain: Any = None
+        self._chain: AwsChain | None = None
         if config.source == "keys":
             assert config.secret_access_key is not None
             self._static = _Creds(AwsKeys(config.access_key_id, config.secret_access_key,
                                           config.session_token))
         else:
             if config.source == "aws":
-                from proxy.credentials.aws_chain import AwsChain  # botocore: an optional extra
                 self._chain = AwsChain(config.profile)
             self._core = Refresher(config.name, self._fetch, self._classify,
                                    margin=config.refresh_margin, clock=clock, rng=rng)
@@ -269,8 +269,7 @@ class IamSource(CredentialSource):
             # The login credential's own trouble: its message says what to do; it retries.
             return Failure(f"login credential {self._cfg.login}: {e}", True)
         if self._chain is not None:
-            failure: Failure = self._chain.classify(e)
-            return failure
+            return self._chain.classify(e)
         log.debug("credential %s: fetch failed", self.name, exc_info=e)
         return Failure(f"unexpected answer from Cognito Identity ({type(e).__name__})", True)
 

@@ -40,6 +40,8 @@ from typing import Any
 from aiohttp import web
 
 from proxy.fakes import cognito_srp
+from proxy.fakes.aws_json import AMZ_JSON, read_call
+from proxy.fakes.aws_json import JsonFault as CognitoFault
 from proxy.fakes.cognito_pool import (
     FakeClient,
     FakePool,
@@ -52,7 +54,6 @@ from proxy.fakes.cognito_pool import (
 )
 
 _CALL: contextvars.ContextVar[str | None] = contextvars.ContextVar("fake_cognito_call")
-AMZ_JSON = "application/x-amz-json-1.1"
 _TARGET = "AWSCognitoIdentityProviderService."
 MFA_CODE_KEYS = {"SOFTWARE_TOKEN_MFA": "SOFTWARE_TOKEN_MFA_CODE", "SMS_MFA": "SMS_MFA_CODE",
                  "EMAIL_OTP": "EMAIL_OTP_CODE"}
@@ -70,14 +71,6 @@ TIMESTAMP_TOLERANCE = 300.0
 # "Lockout behavior for failed sign-in attempts").
 LOCKOUT_AFTER, LOCKOUT_MAX, LOCKOUT_FORGET = 5, 900.0, 900.0
 _BAD_TIMESTAMP = "TIMESTAMP format should be EEE MMM d HH:mm:ss z yyyy in english."
-
-
-class CognitoFault(Exception):
-    """Answered in Cognito's error shape: `{"__type": kind, "message": ...}`."""
-
-    def __init__(self, kind: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.kind, self.message, self.status = kind, message, status
 
 
 @dataclass
@@ -243,24 +236,9 @@ class FakeCognito:
             _CALL.reset(token)
 
     async def _api_call(self, request: web.Request) -> web.Response:
-        target = request.headers.get("X-Amz-Target", "")
-        op = target.removeprefix(_TARGET) if target.startswith(_TARGET) else ""
         try:
-            if op not in ("InitiateAuth", "RespondToAuthChallenge"):
-                # AWS's JSON protocol: the operation is named by the full target only.
-                raise CognitoFault("UnknownOperationException",
-                                   f"Unknown operation {target!r}" if target
-                                   else "Missing X-Amz-Target header")
-            if request.content_type != AMZ_JSON:
-                # Cognito answers SerializationException to a body it will not read as JSON 1.1
-                raise CognitoFault("SerializationException", "Content-Type must be "
-                                   f"{AMZ_JSON}, got {request.content_type!r}")
-            try:
-                body = json.loads(await request.read())
-            except ValueError:
-                raise CognitoFault("SerializationException", "Body is not JSON") from None
-            if not isinstance(body, dict):
-                raise CognitoFault("SerializationException", "Body is not a JSON object")
+            op, body = await read_call(request, _TARGET, ("InitiateAuth",
+                                                          "RespondToAuthChallenge"))
             if op == "InitiateAuth":
                 flow = str(body.get("AuthFlow", ""))
                 flow = "REFRESH_TOKEN_AUTH" if flow == "REFRESH_TOKEN" else flow
@@ -272,9 +250,7 @@ class FakeCognito:
                 await self._guard(f"{op}/{name}")
                 result = self._respond(name, self._client(body), body)
         except CognitoFault as f:
-            return web.json_response({"__type": f.kind, "message": f.message}, status=f.status,
-                                     content_type=AMZ_JSON,
-                                     headers={"x-amzn-ErrorType": f"{f.kind}:"})
+            return f.response()
         except (ValueError, KeyError, TypeError) as e:
             return web.json_response({"__type": "SerializationException", "message": str(e)},
                                      status=400, content_type=AMZ_JSON)

@@ -42,10 +42,11 @@ import jwt
 from aiohttp import web
 
 from proxy.credentials.aws_keys import AwsKeys
+from proxy.fakes.aws_json import AMZ_JSON, read_call
+from proxy.fakes.aws_json import JsonFault as IdentityFault
 from proxy.fakes.cognito import FakeCognito
 from proxy.secret import Secret
 
-AMZ_JSON = "application/x-amz-json-1.1"
 _TARGET = "AWSCognitoIdentityService."
 OPERATIONS = ("GetId", "GetCredentialsForIdentity")
 # botocore's cognito-identity model: IdentityPoolId and IdentityId are both
@@ -65,14 +66,6 @@ BAD_SIGNATURE = "Invalid login token. Couldn't verify signed token."
 NOT_SUPPORTED = "Token is not from a supported provider of this identity pool."
 NO_AUD = "Invalid login token. Missing a required claim: aud"
 FORBIDDEN = "Access to Identity '{}' is forbidden."  # seen when the identity's login lapsed
-
-
-class IdentityFault(Exception):
-    """Answered in the JSON protocol's error shape: `{"__type": kind, "message": ...}`."""
-
-    def __init__(self, kind: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.kind, self.message, self.status = kind, message, status
 
 
 @dataclass(frozen=True)
@@ -218,23 +211,8 @@ class FakeCognitoIdentity:
     # --- HTTP -------------------------------------------------------------------------------
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
-        target = request.headers.get("X-Amz-Target", "")
-        op = target.removeprefix(_TARGET) if target.startswith(_TARGET) else ""
         try:
-            if op not in OPERATIONS:
-                # AWS's JSON protocol: the operation is named by the full target only.
-                raise IdentityFault("UnknownOperationException",
-                                    f"Unknown operation {target!r}" if target
-                                    else "Missing X-Amz-Target header")
-            if request.content_type != AMZ_JSON:
-                raise IdentityFault("SerializationException", "Content-Type must be "
-                                    f"{AMZ_JSON}, got {request.content_type!r}")
-            try:
-                body = json.loads(await request.read() or b"{}")
-            except ValueError:
-                raise IdentityFault("SerializationException", "Body is not JSON") from None
-            if not isinstance(body, dict):
-                raise IdentityFault("SerializationException", "Body is not a JSON object")
+            op, body = await read_call(request, _TARGET, OPERATIONS, empty_body=True)
             self.calls[op] += 1
             if self.delay:
                 await asyncio.sleep(self.delay)
@@ -247,9 +225,7 @@ class FakeCognitoIdentity:
             else:
                 result = await self._get_credentials(body)
         except IdentityFault as f:
-            return web.json_response({"__type": f.kind, "message": f.message}, status=f.status,
-                                     content_type=AMZ_JSON,
-                                     headers={"x-amzn-ErrorType": f"{f.kind}:"})
+            return f.response()
         return web.Response(text=json.dumps(result), content_type=AMZ_JSON)
 
     def _fault(self, request: web.Request, fault: int | str) -> web.StreamResponse | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import resource
 import socket
 
@@ -184,3 +185,19 @@ async def test_every_answer_of_the_proxy_carries_a_request_id(
     (resp,) = parse_responses(fresh)
     (rid,) = resp.headers("X-Request-Id")
     assert len(rid) == 32
+
+
+@pytest.mark.parametrize("data", [
+    b"GET /api/x HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer S3CR3T-A\x01zz\r\n\r\n",
+    b"GET /api/x HTTP/1.1\r\nHost: localhost\r\nX-Api-Key S3CR3T-A\r\n\r\n",
+    b"GET /api/x?access_token=S3CR3T-A\x01 HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /api/x?access_token=S3CR3T-A HTTP/2.0\r\nHost: localhost\r\n\r\n",
+], ids=["header-value", "header-line", "query", "version"])
+async def test_a_refusal_never_quotes_what_the_client_sent(
+        data: bytes, apigw: FakeApiGateway, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with served(config(apigw.url)) as running:
+        got = await raw_exchange(port_of(running), data, timeout=3)
+    assert got.startswith(b"HTTP/1.1 400 ")
+    assert b"S3CR3T" not in got
+    assert "S3CR3T" not in caplog.text

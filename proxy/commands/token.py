@@ -37,7 +37,8 @@ def token_command(config: Config, name: str, claims: bool, raw: bool,
     cred = _credential(config, name)
     if cred is None:
         return 2
-    if build_source(cred).describe().aws_keys:
+    described = build_source(cred).describe()
+    if described.aws_keys:
         return _aws_keys(config, name, fmt or "env")
     if fmt is not None:
         print(f"authproxy token: --format is for iam credentials; {name} gives a header value "
@@ -49,7 +50,7 @@ def token_command(config: Config, name: str, claims: bool, raw: bool,
     except CredentialsUnavailable as e:
         print(f"authproxy token {name}: {e}", file=sys.stderr)
         return 1
-    prefix = build_source(cred).describe().prefix
+    prefix = described.prefix
     bare = value[len(prefix):] if prefix and value.startswith(prefix) else value
     if claims:
         return 0 if decode(bare) == 0 else 1

@@ -214,6 +214,20 @@ def authproxy_config(path: Path, upstream_port: int, token_file: Path,
     return path
 
 
+def iam_config(path: Path, upstream_port: int, level: str = "warning") -> Path:
+    """authproxy_config's twin signing every request with SigV4 (fixed keys with an 800 B
+    session token, as an identity pool gives): what signing costs, next to the static token."""
+    path.write_text(
+        "credentials:\n  keys:\n    type: iam\n    source: keys\n"
+        "    access_key_id: ASIABENCHKEY00000001\n"
+        "    secret_access_key: bench-secret-key-not-a-real-one-0123456789\n"
+        f"    session_token: {'s' * 800}\n    region: us-east-1\n"
+        "endpoints:\n"
+        f'  - {{name: api, endpoint: "http://127.0.0.1:{upstream_port}", auth: keys, prefix: /,'
+        f" timeout: 600}}\nlogging: {{level: {level}}}\n")
+    return path
+
+
 def start_upstream(logdir: Path, loop: str = "uvloop", headers: str = "apigw") -> tuple[Proc, int]:
     proc = Proc("upstream", [PY, str(BENCH / "upstream.py"), "--loop", loop,
                              "--headers", headers], LOAD_CPU, logdir, stdout=subprocess.PIPE)

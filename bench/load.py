@@ -36,6 +36,7 @@ from _common import (  # noqa: E402
     export_rev,
     have_uvloop,
     http_get,
+    iam_config,
     machine_info,
     make_token,
     median,
@@ -55,6 +56,7 @@ from _common import (  # noqa: E402
 )
 
 RATIO_TARGET = 2.0  # issue 7: authproxy >= 2x naive req/s
+SIGNING_TARGET_US = 15.0  # issue 11: a signed small GET costs at most this much more CPU
 C1000_P99_TARGET_MS = 1000.0  # issue 7: p99 under 1 s at 1000 connections
 STARVED_PCT = 85.0  # a proxy run where neither core was this busy lost its core to others
 NOISE_PCT = 15.0  # other processes' CPU during a run above which its figures are suspect
@@ -161,17 +163,7 @@ def run(args: argparse.Namespace, loops: list[str], skip: set[str], tmp: Path,
         procs.append(p)
         targets[label] = (p, port)
     if args.iam:
-        # The same proxy signing every request with SigV4 (fixed keys with a session token, as
-        # an identity pool gives): what signing costs per request, next to the static token.
-        signed = tmp / "authproxy-iam.yaml"
-        signed.write_text(
-            "credentials:\n  keys:\n    type: iam\n    source: keys\n"
-            "    access_key_id: ASIABENCHKEY00000001\n"
-            "    secret_access_key: bench-secret-key-not-a-real-one-0123456789\n"
-            f"    session_token: {'s' * 800}\n    region: us-east-1\n"
-            "endpoints:\n"
-            f'  - {{name: api, endpoint: "http://127.0.0.1:{up_port}", auth: keys, prefix: /,'
-            " timeout: 600}\nlogging: {level: warning}\n")
+        signed = iam_config(tmp / "authproxy-iam.yaml", up_port)
         p, port = start_authproxy(tmp, signed, loops[0], name=f"authproxy-iam-{loops[0]}")
         procs.append(p)
         targets[p.name] = (p, port)
@@ -315,6 +307,18 @@ def run(args: argparse.Namespace, loops: list[str], skip: set[str], tmp: Path,
                 if a and b and a["proxy_cpu_us_per_req"] and b["proxy_cpu_us_per_req"]:
                     cpu_ratios[f"{base} us/req / {label}-{loop} us/req"] = round(
                         b["proxy_cpu_us_per_req"] / a["proxy_cpu_us_per_req"], 3)
+    # What signing costs: the CPU per request of the signing proxy less the static one's, per
+    # round (the two measured minutes apart at most, so drift hits both alike), median.
+    signing: dict[str, float] = {}
+    for loop in loops:
+        pairs = [x["proxy_cpu_us_per_req"] - y["proxy_cpu_us_per_req"] for x in runs
+                 for y in runs if x["target"] == f"authproxy-iam-{loop}"
+                 and y["target"] == f"authproxy-{loop}" and x["round"] == y["round"]]
+        if pairs:
+            signing[f"authproxy-iam-{loop} - authproxy-{loop}"] = round(median(pairs), 1)
+    for k, v in signing.items():
+        if v > SIGNING_TARGET_US:
+            misses.append(f"{k} = {v:.1f} us/req > {SIGNING_TARGET_US:g} (issue 11)")
     noisy = [x for x in runs if x["foreign_cpu_pct"] > NOISE_PCT]
     starved = [x for x in runs if x["starved"]]
     head = f"authproxy-{loops[0]}/naive-{loops[0]}"
@@ -369,6 +373,10 @@ def run(args: argparse.Namespace, loops: list[str], skip: set[str], tmp: Path,
         print(table([[k, f"{v:.2f}x"] for k, v in ratios.items()]
                     + [[k, f"{v:.2f}x"] for k, v in cpu_ratios.items()],
                     ["ratio", "value"]))
+    if signing:
+        print()
+        print(table([[k, f"{v:+.1f}"] for k, v in signing.items()],
+                    ["signing cost (median of per-round differences)", "CPU us/req"]))
     if c1000:
         print()
         print(table([[n, f"{r['rps']:.0f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
@@ -384,7 +392,8 @@ def run(args: argparse.Namespace, loops: list[str], skip: set[str], tmp: Path,
               "queue that stays long means new connections wait seconds for their first answer)")
     result = {"kind": "load", "machine": machine_info(), "params": vars(args),
               "loops": loops, "token_bytes": len(token), "sanity": sanity, "summary": summary,
-              "ratios": ratios, "cpu_ratios": cpu_ratios, "c1000": c1000, "runs": runs,
+              "ratios": ratios, "cpu_ratios": cpu_ratios, "signing_us": signing, "c1000": c1000,
+              "runs": runs,
               "failures": failures, "target_misses": misses, "elapsed_s": round(elapsed, 1)}
     path = write_result("load", result)
     print(f"\nresult: {path.relative_to(path.parents[2])}  ({elapsed:.0f} s of measuring)")

@@ -34,6 +34,7 @@ from _common import (  # noqa: E402
     authproxy_config,
     export_rev,
     have_uvloop,
+    iam_config,
     make_token,
     pin,
     raise_nofile,
@@ -152,8 +153,10 @@ def main() -> int:
     ap.add_argument("--access-log", action="store_true",
                     help="with the access log on (logging.level info), as by default")
     ap.add_argument("--raw", type=Path, help="only summarise an existing collapsed-stack file")
-    ap.add_argument("--target", choices=("authproxy", "naive"), default="authproxy",
-                    help="the proxy to profile (naive: bench/naive_proxy.py, for comparison)")
+    ap.add_argument("--target", choices=("authproxy", "iam", "naive"),
+                    default="authproxy",
+                    help="the proxy to profile (iam: authproxy signing with SigV4; naive: "
+                    "bench/naive_proxy.py, for comparison)")
     add_nice_option(ap)
     add_rev_option(ap)
     args = ap.parse_args()
@@ -178,10 +181,12 @@ def main() -> int:
             if args.target == "naive":
                 proxy, port = start_naive(tmp, up_port, token_file, args.loop)
             else:
-                proxy, port = start_authproxy(
-                    tmp, authproxy_config(tmp / "authproxy.yaml", up_port, token_file,
-                                          level="info" if args.access_log else "warning"),
-                    args.loop, src=export_rev(args.rev, tmp / "src"))
+                level = "info" if args.access_log else "warning"
+                config = (iam_config(tmp / "authproxy.yaml", up_port, level)
+                          if args.target == "iam" else
+                          authproxy_config(tmp / "authproxy.yaml", up_port, token_file, level))
+                proxy, port = start_authproxy(tmp, config, args.loop,
+                                              src=export_rev(args.rev, tmp / "src"))
             procs.append(proxy)
             url = f"http://127.0.0.1:{port}/"
             wrk(url, args.connections, 2, tmp)

@@ -22,7 +22,7 @@ from proxy.debug.admin import Admin, Metrics
 from proxy.debug.hints import build_hinter
 from proxy.debug.history import History
 from proxy.errors import error_response
-from proxy.forward import Exchange, Inject, Replay, Sign, forward, framing_problem, header_list
+from proxy.forward import Exchange, Inject, forward, framing_problem, header_list
 from proxy.guard import Guard
 from proxy.http.client_conn import SUPPORTED_VERSIONS, ProxyServer, request_id, version_refusal
 from proxy.http.respond import Relay
@@ -58,7 +58,7 @@ def build_runtime(config: Config, keep: dict[str, CredentialSource] | None = Non
     upstreams = {ep.name: Upstream.build(
         ep, sources[ep.auth].header_name if ep.auth else None,
         build_hinter(ep, sources[ep.auth].describe() if ep.auth else None),
-        config.listen.header_timeout)
+        config.listen.header_timeout, sources[ep.auth].also_sets if ep.auth else frozenset())
         for ep in config.endpoints}
     guard = Guard(config.listen, config.cors)
     if port is not None:
@@ -175,7 +175,7 @@ class Proxy:
                 # Signed over the body, so signed in forward once the body is read; a client
                 # that brings its own Authorization under client_header: keep goes unsigned.
                 if not (up.keep_client_auth and source.header_name in request.headers):
-                    sign = _signer(source, request, up, match.rest, query)
+                    sign = _Signing(source, request, up, match.rest, query)
                     body_limit = source.max_request_body
             else:
                 # A lookup for static and bearer values; only a fetch awaits.
@@ -188,7 +188,7 @@ class Proxy:
                         return self._done(request, _unavailable(ep.auth, e), ep.name, started,
                                           None, origin)
             if source.refreshable and (sign is not None or inject is not None):
-                replay = _replayer(source, request, up, match.rest, query)
+                replay = (sign or _Signing(source, request, up, match.rest, query)).replay
         expect = request.headers.get("Expect")
         if expect is not None:
             if expect.lower() != "100-continue":
@@ -263,32 +263,40 @@ class Proxy:
         log_access(text, extra)
 
 
-def _outgoing(request: web.BaseRequest, up: Upstream, rest: str, query: str,
-              body_sha256: str | None = None,
-              headers: Sequence[tuple[str, str]] | None = None) -> Outgoing:
-    """The request as it goes upstream, for a credential that cannot answer from a lookup.
-    `headers`: those going upstream, when the caller has them already."""
+class _Signing:
+    """One request's view of its credential, for forward: signing it once the body's hash and
+    the headers going upstream are known, and asking again after a refusal. One small object
+    per such request, made only for credentials that sign or can be refreshed."""
+
+    __slots__ = ("source", "request", "up", "rest", "query")
+
+    def __init__(self, source: CredentialSource, request: web.BaseRequest, up: Upstream,
+                 rest: str, query: str) -> None:
+        self.source, self.request, self.up, self.rest, self.query = (
+            source, request, up, rest, query)
+
+    def outgoing(self, body_sha256: str | None, headers: Sequence[tuple[str, str]]) -> Outgoing:
+        return Outgoing(self.request.method, self.up.host_header, self.up.base_path + self.rest,
+                        self.query, headers, body_sha256)
+
+    def now(self, body_sha256: str, headers: Sequence[tuple[str, str]]) -> Inject | None:
+        return self.source.current_for(self.outgoing(body_sha256, headers))
+
+    async def later(self, body_sha256: str, headers: Sequence[tuple[str, str]]) -> Inject:
+        return await self.source.headers_for(self.outgoing(body_sha256, headers))
+
+    async def replay(self, sent: Inject, body_sha256: str | None,
+                     headers: Sequence[tuple[str, str]]) -> Inject | None:
+        if not await self.source.rejected(sent):
+            return None
+        out = self.outgoing(body_sha256, headers)
+        return self.source.current_for(out) or await self.source.headers_for(out)
+
+
+def _outgoing(request: web.BaseRequest, up: Upstream, rest: str, query: str) -> Outgoing:
+    """The request as it goes upstream, for a bearer credential that must fetch first."""
     return Outgoing(method=request.method, host=up.host_header, raw_path=up.base_path + rest,
-                    query=query, body_sha256=body_sha256,
-                    headers=header_list(request, up, None, Exchange()) if headers is None
-                    else headers)
-
-
-def _replayer(source: CredentialSource, request: web.BaseRequest, up: Upstream,
-              rest: str, query: str) -> Replay:
-    async def replay(sent: Inject, body_sha256: str | None) -> Inject | None:
-        if await source.rejected(sent):
-            return source.current() or await source.headers_for(
-                _outgoing(request, up, rest, query, body_sha256))
-        return None
-    return replay
-
-
-def _signer(source: CredentialSource, request: web.BaseRequest, up: Upstream,
-            rest: str, query: str) -> Sign:
-    async def sign(body_sha256: str, headers: Sequence[tuple[str, str]]) -> Inject:
-        return await source.headers_for(_outgoing(request, up, rest, query, body_sha256, headers))
-    return sign
+                    query=query, headers=header_list(request, up, None, Exchange()))
 
 
 def _unavailable(name: str, e: CredentialsUnavailable) -> web.Response:

@@ -559,6 +559,9 @@ def _endpoint(v: _Validator, i: int, data: Any, creds: Mapping[str, Any]) -> End
         tls_verify=tls)
 
 
+_SIGNATURE_HEADERS = frozenset({"authorization", "x-amz-date", "x-amz-security-token"})
+
+
 def _validate(data: Any, v: _Validator, source: str) -> Config:
     top = v.section(data, "", ("listen", "credentials", "endpoints", "cors", "logging", "admin"))
     ls = v.section(top.data.get("listen"), "listen",
@@ -615,6 +618,12 @@ def _validate(data: Any, v: _Validator, source: str) -> Config:
                                                     or _EXECUTE_API.search(host)):
             v.error(f"endpoints[{i}].auth", f"credential {cred.name!r} signs with SigV4 and "
                     f"{host} names no region: set credentials.{cred.name}.region")
+        if isinstance(cred, IamCredential):
+            for header, _ in ep.set_headers:
+                if header.lower() in _SIGNATURE_HEADERS:
+                    v.error(f"endpoints[{i}].set_headers.{header}", f"{header} is part of the "
+                            f"SigV4 signature credential {cred.name!r} makes for every request; "
+                            "it cannot be set")
     names = [e.name for e in endpoints]
     for i, n in enumerate(names):
         if n and names.index(n) != i:

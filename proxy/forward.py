@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -23,7 +23,7 @@ from yarl import URL
 from proxy.errors import error_response
 from proxy.http.client_conn import new_request_id, request_id
 from proxy.http.respond import Relay, bodiless
-from proxy.http.spool import BodyTooLarge, SpooledBody
+from proxy.http.spool import EMPTY_SHA256, BodyTooLarge, SpooledBody
 from proxy.http.upstream import Answer, Pool, UpstreamError
 from proxy.target import FRAMING, HOP_BY_HOP, Upstream, connection_tokens
 
@@ -57,10 +57,20 @@ class Exchange:
 
 
 Inject = tuple[tuple[str, str], ...]  # the credential's headers, one or more pairs
-# replay(sent, body_sha256): the headers to send again with, or None; sha256 for signed bodies
-Replay = Callable[[Inject, str | None], Awaitable[Inject | None]]
-# sign(body_sha256, headers going upstream) -> the credential's headers
-Sign = Callable[[str, Sequence[tuple[str, str]]], Awaitable[Inject]]
+# replay(sent, body_sha256, headers): the credential's headers to send again with, or None;
+# for a signed request the body's sha256 and the headers going upstream, to sign again over
+Replay = Callable[[Inject, str | None, Sequence[tuple[str, str]]], Awaitable[Inject | None]]
+
+
+class Sign(Protocol):
+    """A credential that signs this request over its body's hash and the headers going
+    upstream (its own aside): `now` when that needs no wait, else `later`."""
+
+    def now(self, body_sha256: str, headers: Sequence[tuple[str, str]]) -> Inject | None: ...
+
+    async def later(self, body_sha256: str, headers: Sequence[tuple[str, str]]) -> Inject: ...
+
+
 HINT_BODY_LIMIT = 8192  # API Gateway's own error bodies are a few dozen bytes
 
 
@@ -124,14 +134,15 @@ def framing_problem(request: web.BaseRequest) -> str | None:
 
 
 def header_list(request: web.BaseRequest, up: Upstream, inject: Inject | None,
-                ex: Exchange) -> list[tuple[str, str]]:
+                ex: Exchange, signing: bool = False) -> list[tuple[str, str]]:
     """The headers sent upstream (Host and framing aside), in the client's order, ours
-    appended."""
+    appended. `signing`: the credential's headers come later, over these; the client's copies
+    of all of them are dropped now."""
     h = request.headers
     out: list[tuple[str, str]] = []
     conn = h.getall("Connection", ())
     listed = connection_tokens(conn) if conn else frozenset()
-    drop, auth = up.drop, up.auth_header
+    drop, auth = up.drop_signing if signing else up.drop, up.auth_header
     client_has_auth = False
     for name, value in h.items():
         low = name.lower()
@@ -219,19 +230,24 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
     credential (401; for a signed request also a 403 about its security token); it returns new
     headers to send the request again with, or None to pass the refusal back.
     `sign`, for a credential that must hash the body (SigV4): the body is read whole first (at
-    most `body_limit` bytes, else 413 and nothing is sent), and `sign(sha256)` gives the headers
-    in place of `inject`."""
+    most `body_limit` bytes, else 413 and nothing is sent), and `sign` gives the headers in
+    place of `inject`."""
     ex.up, ex.target = up, (rest, query)
     method = request.method
     spooled: SpooledBody | None = None
-    if sign is not None:
+    if sign is not None and not request.body_exists:
+        # The common signed GET: nothing to read or spool, the hash of nothing.
+        headers = ex.sent_headers = header_list(request, up, None, ex, signing=True)
+        inject = sign.now(EMPTY_SHA256, headers) or await sign.later(EMPTY_SHA256, headers)
+        headers.extend(inject)
+    elif sign is not None:
         spooled = SpooledBody(body_limit)
         try:
-            if request.body_exists:  # else the hash of nothing, which SpooledBody knows
-                await spooled.fill(_client_body(request.content, up.client_timeout))
-            headers = ex.sent_headers = header_list(request, up, None, ex)
+            await spooled.fill(_client_body(request.content, up.client_timeout))
+            headers = ex.sent_headers = header_list(request, up, None, ex, signing=True)
             # Signed over the headers as they go (the credential's own aside), then added.
-            inject = await sign(spooled.sha256, headers)
+            sha = spooled.sha256
+            inject = sign.now(sha, headers) or await sign.later(sha, headers)
         except BaseException as e:
             spooled.close()
             if isinstance(e, BodyTooLarge):
@@ -242,9 +258,6 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
                     and _client_gone(request):
                 return _gone(None, ex)
             raise
-        # A client's own X-Amz-Date or X-Amz-Security-Token would go next to ours: ours win.
-        ours = {name.lower() for name, _ in inject}
-        headers[:] = [h for h in headers if h[0].lower() not in ours]
         headers.extend(inject)
     else:
         headers = ex.sent_headers = header_list(request, up, inject, ex)
@@ -280,7 +293,7 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
         answer = await pool.request(up.endpoint, method, _head(method, up, rest, query, headers,
                                     chunked), data, chunked, deadline)
         refused = answer.status == 401
-        if answer.status == 403 and spooled is not None and replay is not None \
+        if answer.status == 403 and sign is not None and replay is not None \
                 and _small(answer):
             while chunk := await answer.read():
                 first += chunk
@@ -290,7 +303,8 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
                 kept.replayable() if kept else None)
             if spooled is not None or kept is None or body is not None:
                 try:
-                    fresh = await replay(inject or (), spooled.sha256 if spooled else None)
+                    fresh = await replay(inject or (), spooled.sha256 if spooled else None,
+                                         headers)
                 except BaseException:
                     answer.close()
                     raise

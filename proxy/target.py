@@ -49,6 +49,8 @@ class Upstream:
     timeout: float  # total seconds per exchange
     connect_timeout: float
     drop: frozenset[str]  # lower-case request header names never forwarded
+    # `drop` when the credential signs: the client's copies of the other headers it sets too
+    drop_signing: frozenset[str]
     set_headers: tuple[tuple[str, str], ...]
     auth_header: str | None  # the injected header name, lower-case
     keep_client_auth: bool
@@ -62,7 +64,8 @@ class Upstream:
 
     @classmethod
     def build(cls, ep: Endpoint, auth_header: str | None,
-              hint: Hinter | None = None, client_timeout: float = 10.0) -> Upstream:
+              hint: Hinter | None = None, client_timeout: float = 10.0,
+              also_sets: frozenset[str] = frozenset()) -> Upstream:
         url = URL(ep.endpoint, encoded=True)
         assert url.host is not None and url.port is not None
         origin = f"{url.scheme}://{url.raw_authority}"
@@ -72,13 +75,14 @@ class Upstream:
         host_header = host if url.is_default_port() else f"{host}:{url.port}"
         pool_ep = _pool_endpoint(url, tls, proxy, ep.connect_timeout)
         plain = proxy is not None and url.scheme == "http"  # absolute-form through the proxy
+        drop = REQUEST_DROP | {h.lower() for h in ep.remove_headers} | {
+            k.lower() for k, _ in ep.set_headers}
         return cls(
             name=ep.name, scheme=url.scheme, host=url.host, port=url.explicit_port,
             base_path=url.raw_path.rstrip("/"), origin=origin,
             local_prefix="" if ep.prefix == "/" else ep.prefix,
             timeout=ep.timeout, connect_timeout=ep.connect_timeout,
-            drop=REQUEST_DROP | {h.lower() for h in ep.remove_headers}
-            | {k.lower() for k, _ in ep.set_headers},
+            drop=drop, drop_signing=drop | also_sets,
             set_headers=ep.set_headers, auth_header=auth_header.lower() if auth_header else None,
             keep_client_auth=ep.client_header == "keep", hint=hint,
             endpoint=pool_ep,

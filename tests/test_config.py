@@ -208,6 +208,11 @@ endpoints:
     ("listen: {port: 70000}\n", "listen.port: must be 0-65535"),
     ("endpoints:\n  - name: a\n    endpoint: 'https://x'\n    set_headers: {'bad header': x}\n",
      "set_headers.bad header: must map a header name"),
+
+    ("credentials:\n  k: {type: iam, source: keys, access_key_id: AKID, secret_access_key: s,"
+     " region: us-east-1}\nendpoints:\n  - {name: a, endpoint: 'https://x', auth: k,"
+     " set_headers: {X-Amz-Date: '20200101T000000Z'}}\n",
+     "endpoints[0].set_headers.X-Amz-Date: X-Amz-Date is part of the SigV4 signature"),
 ])
 def test_each_mistake_is_named(text: str, expected: str) -> None:
     assert any(expected in line for line in problems(text)), problems(text)

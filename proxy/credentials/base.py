@@ -12,6 +12,11 @@ The caller never branches on the strategy:
 
     headers = source.current() or await source.headers_for(outgoing)
 
+or, where the request is known (a signing strategy answers it without waiting when it holds
+its keys, which is every request but those that must fetch them):
+
+    headers = source.current_for(outgoing) or await source.headers_for(outgoing)
+
 Strategies use aiohttp's client (the app's one ClientSession, given at `start`) but never
 `aiohttp.web`. They also describe themselves (`describe()` for check/explain/token/hints,
 `status()` for readyz/metrics/inspector), so nothing above them switches on their class.
@@ -39,9 +44,10 @@ class CredentialsUnavailable(Exception):
     """No header value can be had now. The message says why and what to do, never a secret."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outgoing:
-    """A request as it goes upstream, for a strategy whose headers depend on it."""
+    """A request as it goes upstream, for a strategy whose headers depend on it. Not frozen:
+    one is made per signed request, and a frozen dataclass's __init__ costs over 1 us more."""
 
     method: str
     host: str  # the Host header sent upstream
@@ -88,6 +94,9 @@ class CredentialSource(ABC):
     requires_request_body: ClassVar[bool] = False
     max_request_body = 0  # with requires_request_body: the most the forwarder reads (else 413)
     refreshable: ClassVar[bool] = False  # True when `rejected` can produce new headers
+    # Lower-case names of the headers it sets besides `header_name` (X-Amz-Date ...): a
+    # client's own copies are dropped when the credential's go in.
+    also_sets: ClassVar[frozenset[str]] = frozenset()
 
     def link(self, sources: Mapping[str, CredentialSource]) -> None:  # noqa: B027
         """Called once all sources of a runtime exist (again after a reload): a strategy that
@@ -112,6 +121,12 @@ class CredentialSource(ABC):
         """The headers if they are ready now and do not depend on the request: a lookup,
         without waiting. None means: await headers_for()."""
         return None
+
+    def current_for(self, request: Outgoing) -> Headers | None:
+        """`current()` for a strategy whose headers depend on the request: the headers for it
+        if they can be made now, without waiting (a signature over held keys). None means:
+        await headers_for()."""
+        return self.current()
 
     @abstractmethod
     async def headers_for(self, request: Outgoing) -> Headers:

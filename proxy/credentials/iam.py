@@ -69,6 +69,7 @@ class _Creds:
 class IamSource(CredentialSource):
     requires_request_body: ClassVar[bool] = True  # the signature covers the body's SHA-256
     refreshable: ClassVar[bool] = True
+    also_sets: ClassVar[frozenset[str]] = frozenset({"x-amz-date", "x-amz-security-token"})
 
     def __init__(self, config: IamCredential, *, cache_dir: Path | None = None,
                  clock: Clock | None = None, rng: random.Random | None = None) -> None:
@@ -119,8 +120,14 @@ class IamSource(CredentialSource):
         # Signatures are made per request; ready means valid credentials are at hand.
         return self._core is None or self._core.current() is not None
 
+    def current_for(self, request: Outgoing) -> Headers | None:
+        creds = self._held_creds()
+        return None if creds is None else self._sign(creds, request)
+
     async def headers_for(self, request: Outgoing) -> Headers:
-        creds = self._held_creds() or await self._creds()
+        return self._sign(self._held_creds() or await self._creds(), request)
+
+    def _sign(self, creds: _Creds, request: Outgoing) -> Headers:
         return self._signer(request.host).sign(
             creds.keys, request.method, request.host, request.raw_path, request.query,
             request.headers, request.body_sha256 or EMPTY_SHA256, self._clock.time())

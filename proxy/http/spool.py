@@ -16,7 +16,7 @@ from typing import IO
 
 MEMORY = 1024 * 1024
 PIECE = 256 * 1024  # what a spooled body is sent in
-_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # of a request without a body
 
 
 class BodyTooLarge(Exception):
@@ -52,7 +52,7 @@ class SpooledBody:
 
     @property
     def sha256(self) -> str:
-        return self._hash.hexdigest() if self.size else _EMPTY_SHA256
+        return self._hash.hexdigest() if self.size else EMPTY_SHA256
 
     @property
     def spooled(self) -> bool:

@@ -342,6 +342,40 @@ def start_node_proxy(logdir: Path, upstream_port: int, token_file: Path,
     return proc, port
 
 
+CADDYFILE = """\
+{{
+    admin off
+    auto_https off
+}}
+http://127.0.0.1:{port} {{
+    reverse_proxy 127.0.0.1:{upstream_port} {{
+        header_up Authorization "{token}"
+    }}
+{log}}}
+"""
+
+
+def start_caddy(logdir: Path, upstream_port: int, token_file: Path, access_log: bool = False,
+                cpu: str = PROXY_CPU) -> tuple[Proc, int] | str:
+    """Debian's caddy (`reverse_proxy` with `header_up Authorization`), its access log (JSON,
+    to a file) on or off; or why it cannot run. Pinned to one core, Go schedules on that one."""
+    caddy = shutil.which("caddy")
+    if caddy is None:
+        return "caddy not found (apt-get install caddy)"
+    port = free_port()
+    name = "caddy-log" if access_log else "caddy"
+    conf = logdir / f"{name}.Caddyfile"
+    log = f"    log {{\n        output file {logdir / (name + '-access.log')}\n    }}\n" \
+        if access_log else ""
+    conf.write_text(CADDYFILE.format(port=port, upstream_port=upstream_port,
+                                     token=token_file.read_text().strip(), log=log))
+    proc = Proc(name, [caddy, "run", "--config", str(conf), "--adapter", "caddyfile"], cpu,
+                logdir, env=dict(os.environ, HOME=str(logdir), XDG_DATA_HOME=str(logdir),
+                                 XDG_CONFIG_HOME=str(logdir)))
+    wait_http(f"http://127.0.0.1:{port}/", proc)
+    return proc, port
+
+
 NGINX_CONF = """\
 worker_processes 1;
 daemon off;

@@ -18,6 +18,7 @@ proxy not injecting the token), or with --strict when an issue-7 target is misse
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import tempfile
 import time
@@ -43,6 +44,7 @@ from _common import (  # noqa: E402
     need,
     raise_nofile,
     start_authproxy,
+    start_caddy,
     start_command,
     start_mitmproxy,
     start_naive,
@@ -74,9 +76,9 @@ def main() -> int:
     ap.add_argument("--loops", default=default_loops,
                     help=f"event loops for authproxy and naive (default {default_loops})")
     ap.add_argument("--skip", default="", help="comma list of targets to leave out, e.g. nginx")
-    ap.add_argument("--peers", default="mitmproxy,node",
+    ap.add_argument("--peers", default="caddy,caddy-log,mitmproxy,node",
                     help="other proxies a user could pick, each skipped with a note when not "
-                         "installed (mitmproxy,node; '' for none)")
+                         "installed (caddy,caddy-log,mitmproxy,node; '' for none)")
     ap.add_argument("--iam", action="store_true",
                     help="also authproxy signing each request with SigV4 (type: iam, fixed keys)")
     ap.add_argument("--access-log", action="store_true",
@@ -176,7 +178,9 @@ def run(args: argparse.Namespace, loops: list[str], skip: set[str], tmp: Path,
         p, port = start_nginx(tmp, up_port, token)
         procs.append(p)
         targets["nginx"] = (p, port)
-    for peer, starter in (("mitmproxy", start_mitmproxy), ("node", start_node_proxy)):
+    peers = (("caddy", start_caddy), ("caddy-log", functools.partial(start_caddy, access_log=True)),
+             ("mitmproxy", start_mitmproxy), ("node", start_node_proxy))
+    for peer, starter in peers:
         if peer in args.peers.split(",") and peer not in skip:
             started = starter(tmp, up_port, token_file)
             if isinstance(started, str):
@@ -290,8 +294,12 @@ def run(args: argparse.Namespace, loops: list[str], skip: set[str], tmp: Path,
             label = spec.partition("=")[0]
             ratios[f"authproxy-{loop}/{label}"] = ratio(f"authproxy-{loop}", label)
             ratios[f"{label}/naive-{loop}"] = ratio(label, f"naive-{loop}")
-    for other in ("mitmproxy", "node-http-proxy", f"authproxy-log-{loops[0]}"):
+    for other in ("caddy", "caddy-log", "mitmproxy", "node-http-proxy",
+                  f"authproxy-log-{loops[0]}"):
         ratios[f"authproxy-{loops[0]}/{other}"] = ratio(f"authproxy-{loops[0]}", other)
+        # With the access log on, as users run it, against the peers with theirs on and off.
+        ratios[f"authproxy-log-{loops[0]}/{other}"] = ratio(f"authproxy-log-{loops[0]}", other)
+        ratios[f"{other}/naive-{loops[0]}"] = ratio(other, f"naive-{loops[0]}")
     if "uvloop" in loops and "asyncio" in loops:
         ratios["authproxy-uvloop/naive-asyncio"] = ratio("authproxy-uvloop", "naive-asyncio")
         ratios["authproxy-uvloop/authproxy-asyncio"] = ratio("authproxy-uvloop",

@@ -98,7 +98,8 @@ class CommandSource(CredentialSource):
         self._cfg = config
         self._shown = shown(config.command)
         self._clock: Clock = clock or SystemClock()
-        self._located: tuple[str, int] | None = None  # the program as a permanent failure found it
+        # the program as a permanent failure found it (see _program_changed)
+        self._located: tuple[str, int, int] | None = None
         self._core: Refresher[CommandValue] = Refresher(
             config.name, self._fetch, self._classify, margin=config.refresh_margin,
             clock=self._clock, recheck=self._program_changed)
@@ -129,8 +130,9 @@ class CommandSource(CredentialSource):
 
     def describe(self) -> Description:
         cfg = self._cfg
-        missing = "" if _locate(cfg.command[0]) else \
-            f"; {cfg.command[0]} is NOT FOUND on PATH (requests get 503 until it is)"
+        missing = "" if shutil.which(cfg.command[0]) else \
+            (f"; {cfg.command[0]} is NOT FOUND on PATH or not executable (requests get 503 "
+             "until it is)")
         expiry = ("the expiry it states, its JWT exp" if cfg.format == "json" else
                   "its JWT exp") + f", else ttl {cfg.ttl:g} s"
         return Description(
@@ -431,15 +433,17 @@ def _start_error(name: str, e: OSError) -> CommandError:
     return CommandError(f"{name} could not be started ({e.strerror})")
 
 
-def _locate(program: str) -> tuple[str, int] | None:
-    """Where the program is and when it last changed, or None when it is not found."""
-    path = shutil.which(program)
+def _locate(program: str) -> tuple[str, int, int] | None:
+    """Where the program is, when it last changed and its mode, or None when there is no such
+    file. Found even when it is not executable, so that a chmod counts as a change."""
+    path = shutil.which(program, mode=os.F_OK)
     if path is None:
         return None
     try:
-        return path, os.stat(path).st_mtime_ns
+        st = os.stat(path)
     except OSError:
         return None
+    return path, st.st_mtime_ns, st.st_mode
 
 
 def _iso(epoch: float | None) -> str | None:

@@ -98,7 +98,22 @@ class IamCredential:
         return self.identity_pool_id.partition(":")[0]
 
 
-Credential = StaticCredential | CognitoCredential | IamCredential
+@dataclass(frozen=True)
+class CommandCredential:
+    name: str
+    # argv, run without a shell; argv[0] is looked up on the proxy's PATH. Arguments may hold
+    # secrets, so nothing prints them (describe, status and errors show argv[0] and a count).
+    command: tuple[str, ...] = field(repr=False)
+    header: str = "Authorization"
+    prefix: str = ""  # put before the value, e.g. "Bearer "
+    format: Literal["text", "json"] = "text"  # text: stdout trimmed; json: ExecCredential or token
+    ttl: float = 300.0  # seconds to keep a value that states no expiry (a JWT's exp is one)
+    refresh_margin: float = 30.0  # seconds before expiry to run the command again
+    timeout: float = 10.0  # seconds a run may take before its process group is killed
+    type: Literal["command"] = "command"
+
+
+Credential = StaticCredential | CognitoCredential | IamCredential | CommandCredential
 
 
 @dataclass(frozen=True)
@@ -410,6 +425,8 @@ _CRED_KEYS = {
                 "client_secret_file", "username", "password", "password_file", "refresh_token",
                 "refresh_token_file", "token", "header", "prefix", "refresh_margin", "endpoint",
                 "domain", "scopes"),
+    "command": ("type", "command", "header", "prefix", "format", "ttl", "refresh_margin",
+                "timeout"),
 }
 
 
@@ -418,9 +435,9 @@ def _credential(v: _Validator, name: str, data: Any) -> Credential | None:
     kind = data.get("type") if isinstance(data, dict) else None
     if kind not in _CRED_KEYS:
         if isinstance(data, dict) and kind is None:
-            v.error(f"{path}.type", "is required: static, cognito or iam", path)
+            v.error(f"{path}.type", "is required: static, cognito, iam or command", path)
         elif isinstance(data, dict):
-            v.error(f"{path}.type", f"must be static, cognito or iam, got {kind!r}"
+            v.error(f"{path}.type", f"must be static, cognito, iam or command, got {kind!r}"
                     f"{_suggest(str(kind), _CRED_KEYS)}")
         else:
             v.error(path, f"must be a mapping, got {_type_name(data)}")
@@ -428,6 +445,8 @@ def _credential(v: _Validator, name: str, data: Any) -> Credential | None:
     s = v.section(data, path, _CRED_KEYS[kind])
     if kind == "iam":
         return _iam(v, s, name)
+    if kind == "command":
+        return _command(v, s, name)
     header = s.get("header", str, "Authorization", _header_name)
     if kind == "static":
         value = s.secret("value", required=True)
@@ -508,6 +527,54 @@ def _iam(v: _Validator, s: _Section, name: str) -> IamCredential | None:
         max_signed_body=s.get("max_signed_body", int, MAX_SIGNED_BODY, _positive),
         refresh_margin=s.get("refresh_margin", float, 300.0,
                              lambda m: None if m >= 0 else "must be 0 or more"))
+
+
+def _command(v: _Validator, s: _Section, name: str) -> CommandCredential | None:
+    argv = _argv(v, s)
+    cred = CommandCredential(  # every key read (and checked) even when argv is wrong
+        name=name, command=argv,
+        header=s.get("header", str, "Authorization", _header_name),
+        prefix=s.get("prefix", str, "", lambda p: (
+            "holds a line break or control character" if _controls(p) else None)),
+        format=s.choice("format", ("text", "json"), "text"),  # type: ignore[arg-type]
+        ttl=s.get("ttl", float, 300.0, _positive),
+        refresh_margin=s.get("refresh_margin", float, 30.0,
+                             lambda m: None if m >= 0 else "must be 0 or more"),
+        timeout=s.get("timeout", float, 10.0, _positive))
+    return cred if argv else None
+
+
+def _argv(v: _Validator, s: _Section) -> tuple[str, ...]:
+    """`command`: a list of strings, run as argv. A string is refused rather than split: it
+    reads like a shell line, and running it as one is exactly what must never happen."""
+    key = s.sub("command")
+    raw = s.data.get("command")
+    if raw is None:
+        v.error(key, "is required: the program and its arguments as a list, "
+                "e.g. [vault, read, -field=token, secret/api]", s.path)
+        return ()
+    if isinstance(raw, str):
+        # The value is not quoted back: an argument may be a secret from ${VAR}.
+        v.error(key, "must be a list of strings, not a string: it is run without a shell, so "
+                "write the program and each argument as items, e.g. "
+                "[vault, read, -field=token, secret/api]")
+        return ()
+    if not isinstance(raw, list) or not raw:
+        v.error(key, "must be a non-empty list of strings (the program, then its arguments)"
+                if isinstance(raw, list) else f"must be a list of strings, got {_type_name(raw)}")
+        return ()
+    argv: list[str] = []
+    for i, item in enumerate(raw):
+        if isinstance(item, bool) or not isinstance(item, str | int):
+            # Numbers are taken (`[sleep, 5]`); anything else is likely a YAML slip.
+            v.error(f"{key}[{i}]", f"must be a string, got {_type_name(item)}")
+        elif "\0" in str(item):
+            v.error(f"{key}[{i}]", "holds a NUL character, which no argument can carry")
+        else:
+            argv.append(str(item))
+    if argv and not argv[0]:
+        v.error(f"{key}[0]", "is empty: it must name the program to run")
+    return tuple(argv) if len(argv) == len(raw) and argv[0] else ()
 
 
 _ENDPOINT_KEYS = ("name", "endpoint", "auth", "prefix", "host", "client_header", "set_headers",

@@ -9,6 +9,7 @@ import pytest
 
 from proxy.config import (
     CognitoCredential,
+    CommandCredential,
     ConfigError,
     StaticCredential,
     load_config,
@@ -252,3 +253,99 @@ def test_yaml_value_tag_is_a_config_error_not_a_crash() -> None:
     with pytest.raises(ConfigError) as e:
         parse_config("=", "fuzz.yaml", {})
     assert "not valid YAML" in e.value.problems[0].message
+
+
+COMMAND = """\
+credentials:
+  vault:
+    type: command
+    command: [vault, read, -field=token, secret/api]
+endpoints:
+  - {name: api, endpoint: "https://x.example.com", auth: vault}
+"""
+
+
+def test_command_credential_defaults() -> None:
+    cred = parse_config(COMMAND, "t.yaml", {}).credentials["vault"]
+    assert cred == CommandCredential(name="vault",
+                                     command=("vault", "read", "-field=token", "secret/api"))
+    assert (cred.header, cred.prefix, cred.format) == ("Authorization", "", "text")
+    assert (cred.ttl, cred.refresh_margin, cred.timeout) == (300.0, 30.0, 10.0)
+
+
+def test_command_credential_every_key() -> None:
+    text = COMMAND.replace("    command: [vault", """\
+    header: X-Token
+    prefix: "Bearer "
+    format: json
+    ttl: 60
+    refresh_margin: 5
+    timeout: 2.5
+    command: [vault""").replace("secret/api]", "secret/api, 8200]")
+    cred = parse_config(text, "t.yaml", {}).credentials["vault"]
+    assert isinstance(cred, CommandCredential)
+    assert cred.command[-1] == "8200"  # a YAML number is an argument like any other
+    assert (cred.header, cred.prefix, cred.format) == ("X-Token", "Bearer ", "json")
+    assert (cred.ttl, cred.refresh_margin, cred.timeout) == (60.0, 5.0, 2.5)
+
+
+def test_command_arguments_never_in_config_repr() -> None:
+    text = COMMAND.replace("secret/api]", "\"--password=${PW}\"]")
+    c = parse_config(text, "t.yaml", {"PW": "arg-secret-0123456789"})
+    assert "arg-secret-0123456789" not in repr(c)
+
+
+def test_a_command_written_as_a_string_says_to_write_a_list() -> None:
+    text = COMMAND.replace("[vault, read, -field=token, secret/api]",
+                           '"vault read -field=token ${TOKEN_PATH}"')
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, "t.yaml", {"TOKEN_PATH": "secret/from-env"})
+    (problem,) = e.value.problems
+    assert (problem.path, problem.line) == ("credentials.vault.command", 4)
+    assert "list" in problem.message and "without a shell" in problem.message
+    assert "secret/from-env" not in str(e.value)  # the value is not quoted back
+
+
+@pytest.mark.parametrize(("value", "path", "expected"), [
+    ("[]", "credentials.vault.command", "non-empty list"),
+    ("{a: b}", "credentials.vault.command", "must be a list of strings, got a mapping"),
+    ("[vault, [read]]", "credentials.vault.command[1]", "must be a string, got a list"),
+    ("[vault, null]", "credentials.vault.command[1]", "must be a string, got null"),
+    ('["", read]', "credentials.vault.command[0]", "must name the program"),
+    ('[vault, "a\\0b"]', "credentials.vault.command[1]", "NUL"),
+])
+def test_command_argv_mistakes(value: str, path: str, expected: str) -> None:
+    text = COMMAND.replace("[vault, read, -field=token, secret/api]", value)
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, "t.yaml", {})
+    (problem,) = e.value.problems
+    assert problem.path == path and problem.line == 4 and expected in problem.message
+
+
+def test_command_mistakes_are_all_reported_with_key_and_line() -> None:
+    text = """\
+credentials:
+  vault:
+    type: command
+    format: yaml
+    ttl: 0
+    refresh_margin: -1
+    timeout: -2
+    header: "Bad Header"
+    prefix: "a\\nb"
+    timeoutt: 3
+  other:
+    type: comand
+"""
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, "t.yaml", {})
+    found = {(p.path, p.line): p.message for p in e.value.problems}
+    assert "one of text, json" in found[("credentials.vault.format", 4)]
+    assert "greater than 0" in found[("credentials.vault.ttl", 5)]
+    assert "0 or more" in found[("credentials.vault.refresh_margin", 6)]
+    assert "greater than 0" in found[("credentials.vault.timeout", 7)]
+    assert "not a valid header name" in found[("credentials.vault.header", 8)]
+    assert "line break" in found[("credentials.vault.prefix", 9)]
+    assert "did you mean 'timeout'" in found[("credentials.vault.timeoutt", 10)]
+    assert "is required" in found[("credentials.vault.command", 2)]
+    assert "did you mean 'command'" in found[("credentials.other.type", 12)]

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -28,6 +29,7 @@ WHAT = {
     "static": "a static token, as a Lambda TOKEN authorizer wants, injected as Authorization",
     "cognito": "a Cognito ID token the proxy signed in for (SRP) and keeps fresh, as Bearer",
     "signed": "SigV4 with a Cognito identity pool guest's AWS credentials (AWS_IAM auth)",
+    "command": "a token printed by a command (a vault CLI stand-in), as Bearer",
     "public": "strategy none: forwarded without any auth header",
 }
 IDENTITY_POOL = "us-east-1:00000000-0000-4000-8000-000000000000"
@@ -56,7 +58,8 @@ async def _demo(port: int, once: bool) -> int:
     env = dict(os.environ, AUTHPROXY_DEMO_UPSTREAM=fake.url, AUTHPROXY_DEMO_COGNITO=cognito.url,
                AUTHPROXY_DEMO_POOL=POOL, AUTHPROXY_DEMO_CLIENT=CLIENT,
                AUTHPROXY_DEMO_PASSWORD=PASSWORD, AUTHPROXY_DEMO_IDENTITY=identity.url,
-               AUTHPROXY_DEMO_IDENTITY_POOL=IDENTITY_POOL, AUTHPROXY_DEMO_IAM_UPSTREAM=signed.url)
+               AUTHPROXY_DEMO_IDENTITY_POOL=IDENTITY_POOL, AUTHPROXY_DEMO_IAM_UPSTREAM=signed.url,
+               AUTHPROXY_DEMO_PYTHON=sys.executable)  # the command credential's program
     config = load_config(DEMO_CONFIG, env)
     config = dataclasses.replace(config, listen=dataclasses.replace(config.listen, port=port))
     try:
@@ -110,7 +113,7 @@ async def _show(running: Running) -> None:
                 continue
             print(f"  -> 200; API Gateway saw {echo['method']} {echo['raw_path']} with "
                   + (f"Authorization: {redact(auth)}" if auth else "no Authorization header"))
-            if auth and auth.startswith("Bearer "):
+            if auth and auth.startswith("Bearer eyJ"):  # a JWT (the command token is not)
                 claims = parse(auth)[1]
                 print(f"     token_use={claims.get('token_use')} "
                       f"cognito:username={claims.get('cognito:username')} "

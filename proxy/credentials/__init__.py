@@ -16,6 +16,7 @@ from proxy.credentials.base import (
     Outgoing,
 )
 from proxy.credentials.cognito import CognitoSource
+from proxy.credentials.command import CommandSource
 from proxy.credentials.iam import IamSource
 from proxy.credentials.static import StaticSource
 
@@ -25,6 +26,7 @@ _BUILDERS: dict[str, Callable[[Any, Path | None], CredentialSource]] = {
     "static": lambda cfg, cache_dir: StaticSource(cfg),
     "cognito": lambda cfg, cache_dir: CognitoSource(cfg, cache_dir=cache_dir),
     "iam": lambda cfg, cache_dir: IamSource(cfg, cache_dir=cache_dir),
+    "command": lambda cfg, cache_dir: CommandSource(cfg),
 }
 
 

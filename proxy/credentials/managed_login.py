@@ -66,10 +66,15 @@ class ManagedLogin(LoginResult):
 
 def new_pkce() -> tuple[str, str]:
     """(verifier, S256 challenge): 64 random bytes as 86 URL-safe characters (RFC 7636 wants
-    43 to 128), and the unpadded base64url of their SHA-256."""
+    43 to 128)."""
     verifier = secrets.token_urlsafe(64)
+    return verifier, s256(verifier)
+
+
+def s256(verifier: str) -> str:
+    """PKCE's S256 challenge: the unpadded base64url of the verifier's SHA-256."""
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return verifier, base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
 
 def redirect_uri(config: CognitoCredential) -> str:

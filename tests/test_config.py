@@ -242,7 +242,8 @@ def test_authorization_code_loads_with_the_spec_keys_and_defaults() -> None:
         "1example23456789", None, ("openid", "email", "profile"), 8976, None, "id")
     minimal = parse_config("credentials:\n  s: {type: cognito, flow: authorization_code, "
                            "domain: 'https://auth.example.com/', client_id: c, "
-                           "client_secret: s3cr3t-v4lue, identity_provider: Google, token: access}\n",
+                           "client_secret: s3cr3t-v4lue, identity_provider: Google, "
+                           "token: access}\n",
                            "t.yaml", {}).credentials["s"]
     assert isinstance(minimal, CognitoCredential)
     assert minimal.domain == "https://auth.example.com" and minimal.redirect_port == 8976

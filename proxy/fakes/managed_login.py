@@ -103,9 +103,10 @@ class ManagedLogin:
     def __init__(self, cognito: FakeCognito) -> None:
         self.cognito = cognito
         self.codes: dict[str, _Code] = {}
-        # every form the token endpoint took for these grants, as sent (codes, verifiers and
-        # refresh tokens included), so a test can look for each of them where none may be
+        # every form the token endpoint took for these grants and every answer it gave, as
+        # they were (codes, verifiers, tokens), so a test can look for each where none may be
         self.token_forms: list[dict[str, str]] = []
+        self.issued: list[dict[str, Any]] = []
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/oauth2/authorize", self._authorize)
@@ -282,6 +283,7 @@ class ManagedLogin:
             body["id_token"] = issued["IdToken"]
         if refresh:
             body["refresh_token"] = refresh
+        self.issued.append(body)
         return web.json_response(body)
 
 

@@ -81,12 +81,26 @@ class Login:
         return self
 
 
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_login_left_behind() -> Iterator[None]:
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:  # a failed test: the login would wait out its 5 minutes
+            proc.kill()
+            proc.wait()
+
+
 def start_login(cfg: Path, cache: Path, *args: str, env: dict[str, str] | None = None,
                 want_url: bool = True) -> Login:
     proc = subprocess.Popen(
         [AUTHPROXY, "login", "-c", str(cfg), "sso", "--no-browser", *args],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "XDG_CACHE_HOME": str(cache), **(env or {})})
+    _STARTED.append(proc)
     login = Login(proc).start()
     if want_url:
         assert login._seen.wait(30) and login.url, login.stderr

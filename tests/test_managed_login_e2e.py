@@ -217,6 +217,14 @@ async def test_login_in_chromium_then_serve_uses_it(
         assert resp.status == 200
         state = ready["credentials"]["sso"]
         assert state["username"] == "alice" and state["domain"] == cognito.url
+        # the inspector's credentials panel says where and as whom
+        from playwright.async_api import expect
+        inspector = await browser.new_page()
+        await inspector.goto(proxy.url("/_authproxy/"))
+        card = inspector.locator('[data-credential="sso"]')
+        await expect(card).to_contain_text("ready")
+        await expect(card).to_contain_text(f"Signs in at{cognito.url}")
+        await expect(card).to_contain_text("Useralice")
     assert cognito.calls["oauth2/token/refresh_token"] == 1
     assert cognito.calls["oauth2/token/authorization_code"] == 1  # serve never re-exchanged
 

@@ -461,6 +461,16 @@ def test_no_token_code_verifier_or_secret_in_logs_pages_or_errors(
         status, _, body = sp.get(path)
         assert status == 200, path
         seen.append(body.decode())
+    # and the words of a refusal: the refresh token revoked, the next refresh refused
+    cognito.revoke_refresh_tokens()
+    deadline = time.monotonic() + 15
+    error = None
+    while error is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        body = sp.get("/_authproxy/api/credentials")[2].decode()
+        error = json.loads(body)["sso"]["last_error"]
+    assert error and "saved sign-in was refused" in error, body
+    seen.append(body)
     assert sp.stop() == 0
     log = sp.log()
     assert "oauth2/token refresh_token -> 200" in log  # debug logging was on

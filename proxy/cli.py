@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
                         "credential_process JSON")
     lg = with_config("login", "sign in to Cognito interactively and save the refresh token")
     lg.add_argument("name", metavar="NAME")
+    lg.add_argument("--no-browser", action="store_true",
+                    help="flow authorization_code: only print the sign-in URL, open no browser "
+                         "(wait for the sign-in: $AUTHPROXY_LOGIN_TIMEOUT seconds, default 300)")
     d = sub.add_parser("decode", help="print a JWT's header and claims (no verification)")
     d.add_argument("jwt")
     m = sub.add_parser("demo", help="run the proxy with a local fake API Gateway and show it")
@@ -77,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return token_command(config, args.name, args.claims, args.raw, args.format)
         if args.command == "login":
             from proxy.commands.token import login_command
-            return login_command(config, args.name)
+            return login_command(config, args.name, args.no_browser)
         return _serve(args, config)
     except ConfigError as e:
         for line in e.lines():

@@ -21,7 +21,7 @@ import yaml
 from proxy.secret import Secret
 
 DEFAULT_CONFIG = "config/proxy.yaml"
-FLOWS = ("password", "srp", "refresh_token", "client_credentials")
+FLOWS = ("password", "srp", "refresh_token", "client_credentials", "authorization_code")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -47,7 +47,7 @@ class StaticCredential:
 @dataclass(frozen=True)
 class CognitoCredential:
     name: str
-    flow: str  # password | srp | refresh_token | client_credentials
+    flow: str  # password | srp | refresh_token | client_credentials | authorization_code
     client_id: str
     region: str = ""  # default: the part of user_pool_id before "_"
     user_pool_id: str = ""  # required except for client_credentials
@@ -60,8 +60,11 @@ class CognitoCredential:
     prefix: str = "Bearer "
     refresh_margin: float = 300.0  # seconds before exp to fetch a new token in the background
     endpoint: str | None = None  # default https://cognito-idp.<region>.amazonaws.com/
-    domain: str = ""  # client_credentials: token URL is <domain>/oauth2/token
-    scopes: tuple[str, ...] = ()  # client_credentials scopes; empty asks for all
+    domain: str = ""  # client_credentials, authorization_code: token URL is <domain>/oauth2/token
+    scopes: tuple[str, ...] = ()  # client_credentials: empty asks for all; authorization_code:
+    #                               default openid, email, profile
+    redirect_port: int = 8976  # authorization_code: login listens on 127.0.0.1:<port>/callback
+    identity_provider: str | None = None  # authorization_code: skip the chooser, go to this IdP
     type: Literal["cognito"] = "cognito"
 
     @property
@@ -424,7 +427,7 @@ _CRED_KEYS = {
     "cognito": ("type", "flow", "region", "user_pool_id", "client_id", "client_secret",
                 "client_secret_file", "username", "password", "password_file", "refresh_token",
                 "refresh_token_file", "token", "header", "prefix", "refresh_margin", "endpoint",
-                "domain", "scopes"),
+                "domain", "scopes", "redirect_port", "identity_provider"),
     "command": ("type", "command", "header", "prefix", "format", "ttl", "refresh_margin",
                 "timeout"),
 }
@@ -453,6 +456,11 @@ def _credential(v: _Validator, name: str, data: Any) -> Credential | None:
         return StaticCredential(name=name, header=header, value=value) if value else None
 
     flow = s.choice("flow", FLOWS, "password")
+    if flow == "authorization_code":
+        return _authorization_code(v, s, name, header)
+    for key in AUTHORIZATION_CODE_KEYS:
+        if key in s.data:
+            v.error(s.sub(key), "is for flow authorization_code only")
     pool = s.get("user_pool_id", str, "", lambda p: None if re.fullmatch(
         r"[\w-]+_[0-9A-Za-z]+", p) else f"must look like us-east-1_AbCdEf123, got {p!r}")
     region = s.get("region", str, pool.partition("_")[0] if "_" in pool else "")
@@ -486,6 +494,64 @@ def _credential(v: _Validator, name: str, data: Any) -> Credential | None:
         endpoint=s.get("endpoint", str, None, _url),
         domain=s.get("domain", str, "", _url).rstrip("/"),
         scopes=s.strings("scopes", ()))
+
+
+# --- flow: authorization_code (managed login / Hosted UI) -------------------------------------
+
+AUTHORIZATION_CODE_KEYS = ("redirect_port", "identity_provider")
+# Keys of the other Cognito flows that mean nothing here: the user signs in on the managed
+# login page, and its domain (not cognito-idp.<region>) answers every call.
+_NOT_FOR_AUTHORIZATION_CODE = ("user_pool_id", "region", "username", "password",
+                               "password_file", "refresh_token", "refresh_token_file", "endpoint")
+_AUTHORIZATION_CODE_SCOPES = ("openid", "email", "profile")
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+
+
+def _authorization_code(v: _Validator, s: _Section, name: str,
+                        header: str) -> CognitoCredential:
+    for key in _NOT_FOR_AUTHORIZATION_CODE:
+        if key in s.data:
+            v.error(s.sub(key), "is not used by flow authorization_code (the user signs in on "
+                    "the managed login page; `authproxy login` saves the refresh token)")
+    s.require("domain", " for flow authorization_code (https://<prefix>.auth.<region>."
+                        "amazoncognito.com, or your custom domain)")
+    s.require("client_id")
+    token = s.choice("token", ("id", "access"), "id")
+    scopes = s.strings("scopes", _AUTHORIZATION_CODE_SCOPES)
+    if "openid" not in scopes:
+        # Without it there is no ID token: no nonce to check and no user to show.
+        v.error(s.sub("scopes"), "must include openid (Cognito returns an ID token only then)")
+    for i, scope in enumerate(scopes):
+        if not re.fullmatch(r"[\x21\x23-\x5b\x5d-\x7e]+", scope):  # RFC 6749 scope-token
+            v.error(f"{s.sub('scopes')}[{i}]", f"is not a valid OAuth scope: {scope!r}")
+    return CognitoCredential(
+        name=name, flow="authorization_code", client_id=str(s.get("client_id", (str, int), "")),
+        client_secret=s.secret("client_secret"), token=token,  # type: ignore[arg-type]
+        header=header, prefix=s.get("prefix", str, "Bearer ", lambda p: (
+            "holds a line break or control character" if _controls(p) else None)),
+        refresh_margin=s.get("refresh_margin", float, 300.0,
+                             lambda m: None if m >= 0 else "must be 0 or more"),
+        domain=s.get("domain", str, "", _managed_login_domain).rstrip("/"),
+        scopes=scopes,
+        redirect_port=s.get("redirect_port", int, 8976, lambda p: None if 0 < p < 65536 else
+                            "must be 1-65535 (http://localhost:<port>/callback must be an "
+                            "allowed callback URL of the app client)"),
+        identity_provider=s.get("identity_provider", str, None, lambda p: None if re.fullmatch(
+            r"[\w.@:+-]+", p) else f"must be an identity provider name like Google or "
+            f"COGNITO, got {p!r}"))
+
+
+def _managed_login_domain(value: str) -> str | None:
+    m = re.fullmatch(r"(https?)://([^/?#@\s]+)/?", value)
+    if not m:
+        return ("must be the managed login domain's base URL, like https://myapp.auth."
+                f"us-east-1.amazoncognito.com (no path, query or fragment), got {value!r}")
+    host = m.group(2).rsplit(":", 1)[0] if not m.group(2).startswith("[") else \
+        m.group(2).split("]")[0] + "]"
+    if m.group(1) == "http" and host not in _LOOPBACK_HOSTS:
+        # The authorization code and the refresh token travel to this host.
+        return f"must be https:// (plain http only on localhost/127.0.0.1), got {value!r}"
+    return None
 
 
 def _iam(v: _Validator, s: _Section, name: str) -> IamCredential | None:

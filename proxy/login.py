@@ -25,11 +25,12 @@ _NO_REQUEST = Outgoing(method="GET", host="", raw_path="/", query="", headers=()
 
 async def login(config: Credential, prompt: Prompt, *,
                 session: aiohttp.ClientSession | None = None,
-                cache_dir: Path | None = None) -> LoginResult:
-    """Sign in interactively and save what `serve` needs. Raises CredentialsUnavailable."""
+                cache_dir: Path | None = None, timeout: float | None = None) -> LoginResult:
+    """Sign in interactively and save what `serve` needs. `timeout` bounds a sign-in in a
+    browser (default five minutes). Raises CredentialsUnavailable."""
     source = build_source(config, cache_dir=cache_dir)
     async with _session(session) as http:
-        return await source.login(prompt, http, cache_dir)
+        return await source.login(prompt, http, cache_dir, timeout)
 
 
 async def token(config: Credential, *, session: aiohttp.ClientSession | None = None,

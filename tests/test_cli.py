@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -234,6 +235,11 @@ def test_demo_once_shows_each_strategy() -> None:
     assert "/_authproxy/" in out
     assert "API Gateway saw GET /Development/hello?demo=1 with Authorization: ***(" in out
     assert "no Authorization header" in out
+    # the managed login endpoint waits for a sign-in, and says how to do one
+    assert "[sso]" in out and "no saved sign-in: run `authproxy login sso-user`" in out
+    assert "(user sso-demo, password sso-demo-fake-password)" in out
+    assert re.search(r"\$ AUTHPROXY_DEMO_COGNITO=http://127\.0\.0\.1:\d+ authproxy login -c "
+                     r"\S+demo\.yaml sso-user", out), out
     for secret in ("demo-static-token-not-a-real-secret", "Demo-Passw0rd-only-for-the-fake"):
         assert secret not in out + result.stderr
 

@@ -224,6 +224,77 @@ def test_ipv6_and_wildcard_origins_accepted() -> None:
     assert len(parse_config(text, "t", {}).cors.allow_origins) == 3
 
 
+SSO_EXAMPLE = """\
+credentials:
+  sso-user:
+    type: cognito
+    flow: authorization_code
+    domain: https://myapp.auth.us-east-1.amazoncognito.com
+    client_id: 1example23456789
+    client_secret: null
+    scopes: [openid, email, profile]
+    redirect_port: 8976
+    identity_provider: null
+    token: id
+"""
+
+
+def test_authorization_code_loads_with_the_spec_keys_and_defaults() -> None:
+    sso = parse_config(SSO_EXAMPLE, "t.yaml", {}).credentials["sso-user"]
+    assert isinstance(sso, CognitoCredential)
+    assert (sso.flow, sso.domain, sso.client_id, sso.client_secret, sso.scopes,
+            sso.redirect_port, sso.identity_provider, sso.token) == (
+        "authorization_code", "https://myapp.auth.us-east-1.amazoncognito.com",
+        "1example23456789", None, ("openid", "email", "profile"), 8976, None, "id")
+    minimal = parse_config("credentials:\n  s: {type: cognito, flow: authorization_code, "
+                           "domain: 'https://auth.example.com/', client_id: c, "
+                           "client_secret: s3cr3t-v4lue, identity_provider: Google, "
+                           "token: access}\n",
+                           "t.yaml", {}).credentials["s"]
+    assert isinstance(minimal, CognitoCredential)
+    assert minimal.domain == "https://auth.example.com" and minimal.redirect_port == 8976
+    assert minimal.scopes == ("openid", "email", "profile") and minimal.token == "access"
+    assert minimal.identity_provider == "Google" and minimal.client_secret is not None
+    assert "s3cr3t-v4lue" not in repr(minimal)
+
+
+@pytest.mark.parametrize("keys, expected", [
+    ("client_id: c", "t.yaml:2: credentials.s.domain: is required for flow authorization_code"),
+    ("domain: 'https://d.example'", "credentials.s.client_id: is required"),
+    ("domain: 'https://d.example/oauth2', client_id: c",
+     "credentials.s.domain: must be the managed login domain's base URL"),
+    ("domain: 'https://d.example?x=1', client_id: c", "credentials.s.domain: must be the"),
+    ("domain: 'http://d.example', client_id: c", "must be https:// (plain http only on"),
+    ("domain: d.example, client_id: c", "credentials.s.domain: must be the"),
+    ("domain: 'https://d.example', client_id: c, scopes: [email]", "must include openid"),
+    ("domain: 'https://d.example', client_id: c, scopes: [openid, 'a b']",
+     "credentials.s.scopes[1]: is not a valid OAuth scope"),
+    ("domain: 'https://d.example', client_id: c, redirect_port: 0", "must be 1-65535"),
+    ("domain: 'https://d.example', client_id: c, redirect_port: '80'", "must be an integer"),
+    ("domain: 'https://d.example', client_id: c, token: refresh", "must be one of id, access"),
+    ("domain: 'https://d.example', client_id: c, identity_provider: 'Goo gle'",
+     "credentials.s.identity_provider: must be an identity provider name"),
+    ("domain: 'https://d.example', client_id: c, username: alice",
+     "credentials.s.username: is not used by flow authorization_code"),
+    ("domain: 'https://d.example', client_id: c, user_pool_id: us-east-1_A",
+     "credentials.s.user_pool_id: is not used by flow authorization_code"),
+    ("domain: 'https://d.example', client_id: c, redirect_prot: 1",
+     "(did you mean 'redirect_port'?)"),
+])
+def test_authorization_code_mistakes_are_named(keys: str, expected: str) -> None:
+    text = f"credentials:\n  s: {{type: cognito, flow: authorization_code, {keys}}}\n"
+    assert any(expected in line for line in problems(text)), problems(text)
+
+
+def test_managed_login_keys_belong_to_authorization_code() -> None:
+    found = problems("credentials:\n  u: {type: cognito, flow: srp, client_id: c, "
+                     "user_pool_id: us-east-1_A, username: u, password: p,\n"
+                     "      redirect_port: 9000, identity_provider: Google}\n")
+    assert found == ["t.yaml:3: credentials.u.identity_provider: is for flow "
+                     "authorization_code only",
+                     "t.yaml:3: credentials.u.redirect_port: is for flow authorization_code only"]
+
+
 def test_yaml_syntax_error_has_a_line() -> None:
     lines = problems("listen:\n  port: [8080\n")
     assert lines[0].startswith("t.yaml:") and "not valid YAML" in lines[0]

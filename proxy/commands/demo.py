@@ -25,11 +25,16 @@ from proxy.server import BindError, Running, start
 DEMO_CONFIG = Path(__file__).parent.parent / "fakes" / "demo.yaml"
 POOL, CLIENT, USER = "us-east-1_DemoPool1", "demoappclient0001", "demo"
 PASSWORD = "Demo-Passw0rd-only-for-the-fake"
+# The managed login's user types this into the fake's sign-in page, so the demo shows it.
+SSO_CLIENT, SSO_USER, SSO_PASSWORD = "demossoclient0001", "sso-demo", "sso-demo-fake-password"
+SSO_CALLBACK = "http://localhost:8976/callback"  # demo.yaml's redirect_port
 WHAT = {
     "static": "a static token, as a Lambda TOKEN authorizer wants, injected as Authorization",
     "cognito": "a Cognito ID token the proxy signed in for (SRP) and keeps fresh, as Bearer",
     "signed": "SigV4 with a Cognito identity pool guest's AWS credentials (AWS_IAM auth)",
     "command": "a token printed by a command (a vault CLI stand-in), as Bearer",
+    "sso": "a Cognito ID token from a sign-in on the managed login page (flow "
+           "authorization_code), refreshed at <domain>/oauth2/token",
     "public": "strategy none: forwarded without any auth header",
 }
 IDENTITY_POOL = "us-east-1:00000000-0000-4000-8000-000000000000"
@@ -48,6 +53,9 @@ async def _demo(port: int, once: bool) -> int:
     cognito.add_pool(POOL)
     cognito.add_client(POOL, CLIENT)
     cognito.add_user(POOL, USER, PASSWORD, email="demo@example.test", groups=["developers"])
+    cognito.add_client(POOL, SSO_CLIENT, scopes=["openid", "email", "profile"],
+                       oauth_flows=["code"], callback_urls=[SSO_CALLBACK])
+    cognito.add_user(POOL, SSO_USER, SSO_PASSWORD, email="sso-demo@example.test")
     identity = FakeCognitoIdentity()
     await identity.start()
     identity.add_pool(pool_id=IDENTITY_POOL)
@@ -59,6 +67,7 @@ async def _demo(port: int, once: bool) -> int:
                AUTHPROXY_DEMO_POOL=POOL, AUTHPROXY_DEMO_CLIENT=CLIENT,
                AUTHPROXY_DEMO_PASSWORD=PASSWORD, AUTHPROXY_DEMO_IDENTITY=identity.url,
                AUTHPROXY_DEMO_IDENTITY_POOL=IDENTITY_POOL, AUTHPROXY_DEMO_IAM_UPSTREAM=signed.url,
+               AUTHPROXY_DEMO_SSO_CLIENT=SSO_CLIENT,
                AUTHPROXY_DEMO_PYTHON=sys.executable)  # the command credential's program
     config = load_config(DEMO_CONFIG, env)
     config = dataclasses.replace(config, listen=dataclasses.replace(config.listen, port=port))
@@ -74,7 +83,7 @@ async def _demo(port: int, once: bool) -> int:
               f"  fake Cognito:     {cognito.url} (pool {POOL}, user {USER}); identity pool "
               f"{identity.url}\n"
               f"  inspector:        {running.url}/_authproxy/\n")
-        await _show(running)
+        await _show(running, cognito.url)
         if not once:
             print("Ctrl-C stops the demo.")
             stop = asyncio.Event()
@@ -91,7 +100,7 @@ async def _demo(port: int, once: bool) -> int:
     return 0
 
 
-async def _show(running: Running) -> None:
+async def _show(running: Running, cognito_url: str) -> None:
     async with aiohttp.ClientSession() as session:
         for name, what in WHAT.items():
             url = f"{running.url}/{name}/hello?demo=1"
@@ -101,6 +110,8 @@ async def _show(running: Running) -> None:
             print(f"  $ curl -s '{url}'")
             if resp.status != 200:
                 print(f"  -> {resp.status} {body}\n")
+                if name == "sso":
+                    _sign_in_hint(cognito_url)
                 continue
             echo = json.loads(body)
             auth = next((v for k, v in echo["headers"] if k.lower() == "authorization"), None)
@@ -131,3 +142,10 @@ async def _show(running: Running) -> None:
     for cmd, what in tries:
         print(f"  {cmd:<{width}}  # {what}")
     print()
+
+
+def _sign_in_hint(cognito_url: str) -> None:
+    print(f"  Sign in on the fake managed login page (user {SSO_USER}, password "
+          f"{SSO_PASSWORD}), in another terminal:\n"
+          f"  $ AUTHPROXY_DEMO_COGNITO={cognito_url} authproxy login -c {DEMO_CONFIG} sso-user\n"
+          "  then curl again: the running demo picks the new login up.\n")

@@ -8,8 +8,11 @@ import difflib
 import getpass
 import json
 import logging
+import os
 import shlex
 import sys
+import threading
+import webbrowser
 
 from proxy.commands.decode import decode
 from proxy.config import Config, Credential
@@ -101,7 +104,48 @@ def _prompt(kind: str, message: str, secret: bool) -> str:
     return line.rstrip("\r\n")
 
 
-def login_command(config: Config, name: str) -> int:
+def _show_url(url: str, open_browser: bool) -> None:
+    """The managed login's URL: printed always (to copy to another device), opened in the
+    default browser unless --no-browser or there is no display to show one on."""
+    print(f"Sign in on the managed login page:\n  {url}", file=sys.stderr, flush=True)
+    if not open_browser:
+        return
+    if not _has_display():
+        print("(no display found: open the URL in a browser yourself)", file=sys.stderr,
+              flush=True)
+        return
+
+    def launch() -> None:
+        # A thread: a browser command that stays in the foreground must not stall the
+        # listener the browser is about to call back.
+        if not webbrowser.open(url):
+            print("(could not open a browser: open the URL yourself)", file=sys.stderr,
+                  flush=True)
+    threading.Thread(target=launch, name="open-browser", daemon=True).start()
+
+
+def _has_display() -> bool:
+    # Without one, `webbrowser` falls back to text browsers (lynx, w3m) that would take over
+    # the terminal the login is waiting in.
+    return sys.platform in ("darwin", "win32") or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _login_timeout() -> float | None:
+    value = os.environ.get("AUTHPROXY_LOGIN_TIMEOUT")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise CredentialsUnavailable(f"AUTHPROXY_LOGIN_TIMEOUT must be a number of seconds, "
+                                     f"got {value!r}")
+    return seconds
+
+
+def login_command(config: Config, name: str, no_browser: bool = False) -> int:
     cred = _credential(config, name)
     if cred is None:
         return 2
@@ -111,8 +155,14 @@ def login_command(config: Config, name: str) -> int:
               "sign in to", file=sys.stderr)
         return 1
     _quiet()
+
+    def prompt(kind: str, message: str, secret: bool) -> str:
+        if kind == "browser":
+            _show_url(message, not no_browser)
+            return ""
+        return _prompt(kind, message, secret)
     try:
-        result = asyncio.run(login(cred, _prompt))
+        result = asyncio.run(login(cred, prompt, timeout=_login_timeout()))
     except CredentialsUnavailable as e:
         print(f"authproxy login {name}: {e}", file=sys.stderr)
         return 1

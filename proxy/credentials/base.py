@@ -36,7 +36,8 @@ from proxy.credentials.aws_keys import AwsKeys
 
 Headers = tuple[tuple[str, str], ...]  # (name, value) pairs, in the order they are sent
 # login's prompt(kind, message, secret) -> answer; kind is one of: username, password,
-# new_password, attribute, mfa_code, mfa_choice. `secret` asks the CLI not to echo.
+# new_password, attribute, mfa_code, mfa_choice, and browser: `message` is a sign-in URL for
+# the CLI to show and open in a browser, the answer is ignored. `secret` asks not to echo.
 Prompt = Callable[[str, str, bool], str | Awaitable[str]]
 
 
@@ -151,7 +152,9 @@ class CredentialSource(ABC):
         """State for readyz, metrics and the inspector: JSON-able, never a secret."""
 
     async def login(self, prompt: Prompt, session: aiohttp.ClientSession,
-                    cache_dir: Path | None = None) -> LoginResult:
-        """Sign in interactively and keep what lets `serve` go on without the user."""
+                    cache_dir: Path | None = None, timeout: float | None = None
+                    ) -> LoginResult:
+        """Sign in interactively and keep what lets `serve` go on without the user.
+        `timeout`: how long a sign-in in a browser may take (None: the strategy's own)."""
         raise CredentialsUnavailable(f"{self.name} is a {self.describe().type} credential; "
                                      "there is nothing to sign in to")

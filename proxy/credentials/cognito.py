@@ -19,7 +19,7 @@ import aiohttp
 import jwt
 
 from proxy.config import CognitoCredential
-from proxy.credentials import token_store
+from proxy.credentials import managed_login, token_store
 from proxy.credentials.base import (
     CredentialSource,
     CredentialsUnavailable,
@@ -98,8 +98,13 @@ class CognitoSource(CredentialSource):
 
     def describe(self) -> Description:
         cfg = self._cfg
-        who = cfg.domain if cfg.flow == "client_credentials" else \
-            f"{cfg.username or '(login cache)'} @ {cfg.user_pool_id}"
+        if cfg.flow == "client_credentials":
+            who = cfg.domain
+        elif cfg.flow == "authorization_code":
+            via = f" via {cfg.identity_provider}" if cfg.identity_provider else ""
+            who = f"managed login at {cfg.domain}{via}"
+        else:
+            who = f"{cfg.username or '(login cache)'} @ {cfg.user_pool_id}"
         secret = ", client secret set" if cfg.client_secret else ""
         return Description(
             name=self.name, type="cognito", header=cfg.header,
@@ -124,12 +129,18 @@ class CognitoSource(CredentialSource):
             "methods": dict(self.methods),
             "claims": dict(tok.claims) if tok else None,
             "token_cache": str(self._cache) if self._cache else None,
+            **({"domain": self._cfg.domain, "identity_provider": self._cfg.identity_provider}
+               if self.flow == "authorization_code" else {}),
         }
 
     async def login(self, prompt: Prompt, session: aiohttp.ClientSession,
-                    cache_dir: Path | None = None) -> LoginResult:
-        return await login(self._cfg, prompt, session,
-                           cache_dir or self._cache_dir or token_store.default_dir())
+                    cache_dir: Path | None = None, timeout: float | None = None
+                    ) -> LoginResult:
+        directory = cache_dir or self._cache_dir or token_store.default_dir()
+        if self._cfg.flow == "authorization_code":
+            return await managed_login.login(self._cfg, prompt, session, directory,
+                                             timeout or managed_login.CALLBACK_TIMEOUT)
+        return await login(self._cfg, prompt, session, directory)
 
     # --- fetching: what the refresh core calls -----------------------------------------------
 
@@ -170,6 +181,8 @@ class CognitoSource(CredentialSource):
         if cfg.flow == "client_credentials":
             return await api.client_credentials()
         self._load_cache()
+        if cfg.flow == "authorization_code":
+            return await self._managed_login_refresh(api)
         if self._refresh_token is not None:
             try:
                 return await api.refresh(self._refresh_token.reveal(), self._username)
@@ -185,6 +198,19 @@ class CognitoSource(CredentialSource):
             raise CognitoError("NoSavedLogin", "no password and no saved sign-in",
                                transient=False)
         return await api.sign_in(cfg.username, cfg.password.reveal(), use_srp=cfg.flow == "srp")
+
+    async def _managed_login_refresh(self, api: CognitoApi) -> Tokens:
+        """grant_type=refresh_token at <domain>/oauth2/token: a managed login has no password
+        to fall back on, so a refused refresh token waits for a new `authproxy login`."""
+        if self._refresh_token is None:
+            raise CognitoError("NoSavedLogin", "no saved sign-in", transient=False)
+        try:
+            return await api.oauth_refresh(self._refresh_token.reveal())
+        except CognitoError as e:
+            if e.transient or e.kind != "invalid_grant":
+                raise
+            self._refused, self._refresh_token = self._refresh_token, None
+            raise CognitoError("RefreshTokenRefused", e.message, transient=False) from None
 
     # --- the login cache ---------------------------------------------------------------------
 
@@ -211,6 +237,13 @@ class CognitoSource(CredentialSource):
             return f"client credentials at {cfg.domain}/oauth2/token"
         assert self._cache is not None
         saved = token_store.load(self._cache)
+        if cfg.flow == "authorization_code":
+            if saved is None:
+                return (f"NO saved sign-in: requests will get 503 until you run `authproxy "
+                        f"login {cfg.name}` (the managed login page, in a browser)")
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(saved.saved_at))
+            return (f"sign-in of {saved.username or '?'} saved by `authproxy login` ({when}), "
+                    f"refreshed at {cfg.domain}/oauth2/token")
         if saved is not None:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(saved.saved_at))
             return f"saved sign-in from `authproxy login` ({when}) used first"

@@ -1,6 +1,7 @@
 """Cognito's wire protocol as the token source and `login` use it: InitiateAuth and
-RespondToAuthChallenge (unsigned JSON 1.1 calls), the OAuth2 token endpoint for client
-credentials, and the line between transient failures (retry later) and refusals (do not).
+RespondToAuthChallenge (unsigned JSON 1.1 calls), the OAuth2 token endpoint (client
+credentials; a managed login's code exchange and refresh), and the line between transient
+failures (retry later) and refusals (do not).
 
 Nothing here logs or raises a secret: requests are logged by operation and status only, and
 Cognito's error messages are scrubbed of every secret the call carried before they are kept.
@@ -120,17 +121,26 @@ class CognitoApi:
         return self._tokens(result, "REFRESH_TOKEN_AUTH", ())
 
     async def client_credentials(self) -> Tokens:
-        url = f"{self._cfg.domain.rstrip('/')}/oauth2/token"
         form = {"grant_type": "client_credentials"}
         if self._cfg.scopes:
             form["scope"] = " ".join(self._cfg.scopes)
-        basic = base64.b64encode(f"{self._cfg.client_id}:{self._secret or ''}".encode()).decode()
-        # Content-Type set here, not left to the session: Cognito refuses a form without it.
-        data = await self._send(url, "oauth2/token", "client_credentials", (), data=form,
-                                headers={"Authorization": f"Basic {basic}",
-                                         "Content-Type": "application/x-www-form-urlencoded"})
+        data = await self._token_endpoint(form, ())
         return Tokens(access_token=str(data["access_token"]), id_token=None, refresh_token=None,
                       expires_in=int(data.get("expires_in", 3600)), method="client_credentials")
+
+    async def authorization_code(self, code: str, verifier: str, redirect_uri: str) -> Tokens:
+        """The managed login's code, with the PKCE verifier it was asked for with."""
+        data = await self._token_endpoint({
+            "grant_type": "authorization_code", "client_id": self._cfg.client_id, "code": code,
+            "redirect_uri": redirect_uri, "code_verifier": verifier}, (code, verifier))
+        return self._oauth_tokens(data, "authorization_code")
+
+    async def oauth_refresh(self, refresh_token: str) -> Tokens:
+        """grant_type=refresh_token at <domain>/oauth2/token: a managed login's refresh."""
+        data = await self._token_endpoint({
+            "grant_type": "refresh_token", "client_id": self._cfg.client_id,
+            "refresh_token": refresh_token}, (refresh_token,))
+        return self._oauth_tokens(data, "refresh_token")
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -152,6 +162,28 @@ class CognitoApi:
                                f"({type(e).__name__})", transient=False) from None
         return {"TIMESTAMP": ts, "PASSWORD_CLAIM_SECRET_BLOCK": p["SECRET_BLOCK"],
                 "PASSWORD_CLAIM_SIGNATURE": signature}
+
+    async def _token_endpoint(self, form: dict[str, str],
+                              secrets: Iterable[str]) -> dict[str, Any]:
+        url = f"{self._cfg.domain.rstrip('/')}/oauth2/token"
+        # Content-Type set here, not left to the session: Cognito refuses a form without it.
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        if self._secret is not None or form["grant_type"] == "client_credentials":
+            # A confidential client authenticates with Basic (client_secret_basic); a public
+            # one only names itself in the body.
+            basic = base64.b64encode(f"{self._cfg.client_id}:{self._secret or ''}".encode())
+            headers["Authorization"] = f"Basic {basic.decode()}"
+        return await self._send(url, "oauth2/token", form["grant_type"], secrets, data=form,
+                                headers=headers)
+
+    @staticmethod
+    def _oauth_tokens(data: dict[str, Any], method: str) -> Tokens:
+        id_token = data.get("id_token")
+        refresh = data.get("refresh_token")
+        return Tokens(access_token=str(data["access_token"]),
+                      id_token=str(id_token) if id_token else None,
+                      refresh_token=str(refresh) if refresh else None,
+                      expires_in=int(data.get("expires_in", 3600)), method=method)
 
     @staticmethod
     def _tokens(result: dict[str, Any], method: str, answered: tuple[str, ...]) -> Tokens:
@@ -208,11 +240,19 @@ def advice(e: CognitoError, cfg: CognitoCredential) -> str:
         return (f"Cognito refused the SECRET_HASH on refresh ({why}): set {fix}.username to "
                 "the user's Cognito username (the access token's `username` claim; a UUID in "
                 f"pools that sign in by email), or run `authproxy login {n}`")
+    if e.kind in ("RefreshTokenRefused", "NoSavedLogin") and cfg.flow == "authorization_code":
+        what = ("the saved sign-in was refused (refresh token expired or revoked)"
+                if e.kind == "RefreshTokenRefused" else "no saved sign-in")
+        return (f"{what}: run `authproxy login {n}` to sign in on the managed login page at "
+                f"{cfg.domain}")
     if e.kind in ("RefreshTokenRefused", "NoSavedLogin"):
         what = ("refresh token expired or revoked" if e.kind == "RefreshTokenRefused"
                 else "no password and no saved sign-in")
         return f"{what}: run `authproxy login {n}`" + (
             f" (or set {fix}.password)" if cfg.flow != "refresh_token" else "")
+    if e.kind == "unauthorized_client" and cfg.flow == "authorization_code":
+        return (f"{why}: enable the authorization code grant on app client {cfg.client_id} "
+                "(its managed login settings)")
     if e.kind == "ChallengeRequired":
         return (f"sign-in for user {user} needs {e.message}: run `authproxy login {n}` once "
                 "to answer it; serve then uses the saved refresh token")

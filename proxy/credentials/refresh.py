@@ -371,7 +371,8 @@ class Refresher(Generic[V]):
         reason = self._error or "no value yet"
         retry = self._retry_at - self._clock.monotonic()
         when = f"; next attempt in {retry:.0f} s" if retry > 0 and not self._permanent else ""
-        return CredentialsUnavailable(f"credential {self.name}: {reason}{when}")
+        # No name: every caller says which credential (the 503, `authproxy token NAME`).
+        return CredentialsUnavailable(f"{reason}{when}")
 
 
 def _iso(epoch: float | None) -> str | None:

@@ -1,6 +1,7 @@
 """The refresh-token cache that `authproxy login` writes and `serve` / `token` read.
 
-One small JSON file per (user pool, app client, configured username) under
+One small JSON file per (user pool, app client, configured username) (for a managed login:
+per domain, identity provider and app client) under
 `$XDG_CACHE_HOME/authproxy/` (default `~/.cache/authproxy/`): keyed by what identifies the
 sign-in rather than by the credential's name, so renaming a credential keeps its login and two
 names for the same user share it. Files are mode 0600 in a 0700 directory and are replaced
@@ -40,6 +41,11 @@ def default_dir(env: Mapping[str, str] | None = None) -> Path:
 
 
 def path_for(config: CognitoCredential, directory: Path) -> Path:
+    if config.flow == "authorization_code":
+        # No pool id or username in such a config: the managed login (domain, identity
+        # provider) and the app client say whose sign-in it is; the user is known only after.
+        where = hashlib.sha256(f"{config.domain}\0{config.identity_provider or ''}".encode())
+        return directory / f"oauth2.{config.client_id}.{where.hexdigest()[:16]}.json"
     # The username is hashed: it is often an email address, which need not show in `ls`.
     who = hashlib.sha256(config.username.encode()).hexdigest()[:16]
     return directory / f"{config.user_pool_id}.{config.client_id}.{who}.json"

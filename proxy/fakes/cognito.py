@@ -18,8 +18,9 @@ after three minutes and die after three wrong codes; repeated wrong passwords lo
 for a while, as Cognito does. Tokens are RS256 JWTs with Cognito's claims, signed by separate ID
 and access keys published at the pool's JWKS URL. Faults (throttling, 500, delay, stopped,
 revoked refresh tokens) and per-operation call counters let tests prove retry and single-flight
-behaviour by counting. Every time-dependent rule reads `clock` (wall seconds), so tests move
-time by hand instead of sleeping.
+behaviour by counting. The managed login pages (`/oauth2/authorize`, `/login`) and their grants
+at /oauth2/token live in `managed_login`. Every time-dependent rule reads `clock` (wall
+seconds), so tests move time by hand instead of sleeping.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import base64
 import binascii
 import contextvars
 import json
+import re
 import secrets
 import time
 import uuid
@@ -52,6 +54,7 @@ from proxy.fakes.cognito_pool import (
     sign,
     user_tokens,
 )
+from proxy.fakes.managed_login import ManagedLogin, oauth_error
 
 _CALL: contextvars.ContextVar[str | None] = contextvars.ContextVar("fake_cognito_call")
 _TARGET = "AWSCognitoIdentityProviderService."
@@ -60,6 +63,7 @@ MFA_CODE_KEYS = {"SOFTWARE_TOKEN_MFA": "SOFTWARE_TOKEN_MFA_CODE", "SMS_MFA": "SM
 CHALLENGES = ("NEW_PASSWORD_REQUIRED", *MFA_CODE_KEYS)
 ALL_FLOWS = frozenset({"USER_PASSWORD_AUTH", "USER_SRP_AUTH", "REFRESH_TOKEN_AUTH"})
 FORM = "application/x-www-form-urlencoded"
+OAUTH_GRANTS = frozenset({"client_credentials", "authorization_code", "refresh_token"})
 SESSION_LIFETIME = 180.0  # AuthSessionValidity's default: three minutes per challenge
 MAX_CODE_ATTEMPTS = 3  # wrong MFA codes one session survives; then it is dead
 # Cognito does not document how far TIMESTAMP may be from its clock; clients with a clock off
@@ -93,6 +97,7 @@ class _Refresh:
     username: str
     auth_time: int
     revoked: bool = False
+    scopes: tuple[str, ...] = ()  # granted by a managed login; () for InitiateAuth's
 
 
 class FakeCognito:
@@ -113,6 +118,7 @@ class FakeCognito:
         self._srp: dict[str, _Pending] = {}  # by SECRET_BLOCK
         self._sessions: dict[str, _Pending] = {}
         self._refresh: dict[str, _Refresh] = {}
+        self.managed = ManagedLogin(self)
         self._runner: web.AppRunner | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -124,6 +130,7 @@ class FakeCognito:
         app.router.add_post("/", self._api)
         app.router.add_post("/oauth2/token", self._oauth2_token)
         app.router.add_get("/{pool}/.well-known/jwks.json", self._jwks)
+        self.managed.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -149,14 +156,25 @@ class FakeCognito:
     def add_client(self, pool_id: str, client_id: str | None = None, *,
                    secret: str | None = None, scopes: Sequence[str] = (),
                    auth_flows: Sequence[str] = tuple(ALL_FLOWS),
-                   oauth_flows: Sequence[str] | None = None) -> str:
+                   oauth_flows: Sequence[str] | None = None, callback_urls: Sequence[str] = (),
+                   identity_providers: Sequence[str] = ("COGNITO",)) -> str:
         """`oauth_flows` (AllowedOAuthFlows) defaults to client_credentials for a client with a
-        secret and scopes, the only kind Cognito lets have it, and to none otherwise."""
+        secret and scopes, the only kind Cognito lets have it, and to none otherwise; `code`
+        (the managed login) needs `callback_urls`, which Cognito takes only as https:// or
+        http://localhost / http://127.0.0.1. `scopes` are the client's AllowedOAuthScopes."""
         client_id = client_id or secrets.token_hex(13)
         if oauth_flows is None:
             oauth_flows = ("client_credentials",) if secret and scopes else ()
+        for url in callback_urls:
+            if not re.fullmatch(r"https://[^\s#]+|http://(localhost|127\.0\.0\.1)(:\d+)?"
+                                r"(/[^\s#]*)?", url):
+                raise ValueError(f"Cognito refuses the callback URL {url!r}: https://, or "
+                                 "http:// on localhost or 127.0.0.1 only")
+        if "code" in oauth_flows and not callback_urls:
+            raise ValueError("the code grant needs at least one callback URL")
         self.clients[client_id] = FakeClient(client_id, pool_id, secret, tuple(scopes),
-                                             frozenset(auth_flows), frozenset(oauth_flows))
+                                             frozenset(auth_flows), frozenset(oauth_flows),
+                                             tuple(callback_urls), tuple(identity_providers))
         return client_id
 
     def add_user(self, pool_id: str, username: str, password: str, *, email: str | None = None,
@@ -199,8 +217,8 @@ class FakeCognito:
         """Calls received (faulted ones included) for an operation, optionally one flow."""
         if flow:
             return self.calls[f"{operation}/{flow}"]
-        return sum(n for k, n in self.calls.items() if k.split("/")[0] == operation
-                   or k == operation)
+        return sum(n for k, n in self.calls.items() if k == operation
+                   or k.startswith(operation + "/"))
 
     def issuer(self, pool_id: str) -> str:
         # Like Cognito's, the issuer plus /.well-known/jwks.json is the JWKS URL.
@@ -262,22 +280,26 @@ class FakeCognito:
         return web.json_response(self.jwks(request.match_info["pool"]))
 
     async def _oauth2_token(self, request: web.Request) -> web.Response:
+        # Counted by grant ("oauth2/token/authorization_code"); count("oauth2/token") sums them.
+        form = await request.post() if request.content_type == FORM else None
+        grant = str(form.get("grant_type", "")) if form is not None else ""
         try:
-            await self._guard("oauth2/token")
+            await self._guard(f"oauth2/token/{grant}" if grant in OAUTH_GRANTS
+                              else "oauth2/token")
         except CognitoFault as f:
             status = 429 if f.kind == "TooManyRequestsException" else f.status
             return web.json_response({"error": "server_error" if status >= 500
                                       else "too_many_requests"}, status=status)
         # Every refusal below is Cognito's documented shape: 400 {"error": ...}.
-        if request.content_type != FORM:
+        if form is None:
             return _oauth_error("invalid_request")  # "Must always be" a form (token endpoint)
-        form = await request.post()
         client, error = self._token_client(request.headers.getall("Authorization", []), form)
         if client is None:
             return _oauth_error(error)
-        grant = form.get("grant_type")
         if not grant:
             return _oauth_error("invalid_request")
+        if grant in ("authorization_code", "refresh_token"):
+            return self.managed.token(grant, client, form)
         if grant != "client_credentials":
             return _oauth_error("unsupported_grant_type")
         if "client_credentials" not in client.oauth_flows:
@@ -297,8 +319,8 @@ class FakeCognito:
     def _token_client(self, authorization: list[str], form: Any,
                       ) -> tuple[FakeClient, str] | tuple[None, str]:
         """The client a token request authenticates as, by client_secret_basic or
-        client_secret_post (Cognito takes either, never both at once), or the error to answer.
-        Only confidential clients get here: the client credentials grant needs a secret."""
+        client_secret_post (Cognito takes either, never both at once), or, for a public client
+        (no secret), by its client_id alone; or the error to answer."""
         body_id, body_secret = form.get("client_id"), form.get("client_secret")
         if len(authorization) > 1:
             return None, "invalid_request"
@@ -316,6 +338,12 @@ class FakeCognito:
                 return None, "invalid_client"
         elif body_id is not None and body_secret is not None:
             client_id, secret = str(body_id), str(body_secret)
+        elif body_id is not None:
+            public = self.clients.get(str(body_id))
+            # A client with a secret must prove it; one without has nothing to prove.
+            if public is None or public.secret is not None:
+                return None, "invalid_client"
+            return public, ""
         else:
             return None, "invalid_client"
         client = self.clients.get(client_id)
@@ -344,6 +372,25 @@ class FakeCognito:
         if not secrets.compare_digest(str(sent).encode(), expected.encode()):
             raise CognitoFault("NotAuthorizedException",
                                f"Unable to verify secret hash for client {client.client_id}")
+
+    # --- shared with the managed login ------------------------------------------------------
+
+    def check_password(self, pool: FakePool, typed: str, password: str) -> FakeUser:
+        """The user `typed` names, if `password` is theirs; CognitoFault as the JSON API would
+        refuse it (lockout included)."""
+        user = self._user(pool, typed)
+        self._password_checked(user, secrets.compare_digest(password.encode(),
+                                                            user.password.encode()))
+        return user
+
+    def new_refresh_token(self, pool_id: str, client_id: str, username: str, auth_time: int,
+                          scopes: tuple[str, ...] = ()) -> str:
+        token = secrets.token_urlsafe(300)
+        self._refresh[token] = _Refresh(pool_id, client_id, username, auth_time, scopes=scopes)
+        return token
+
+    def refresh_record(self, token: str) -> _Refresh | None:
+        return self._refresh.get(token)
 
     def _user(self, pool: FakePool, name: str) -> FakeUser:
         user = pool.find(name)
@@ -488,14 +535,12 @@ class FakeCognito:
         result = user_tokens(pool, client, user, issuer=self.issuer(pool.pool_id), now=now,
                              lifetime=self.token_lifetime, auth_time=auth_time or now)
         if auth_time is None:  # a sign-in, not a refresh: Cognito hands out a refresh token
-            refresh = secrets.token_urlsafe(300)
-            self._refresh[refresh] = _Refresh(pool.pool_id, client.client_id, user.username, now)
-            result["RefreshToken"] = refresh
+            result["RefreshToken"] = self.new_refresh_token(pool.pool_id, client.client_id,
+                                                            user.username, now)
         return result
 
 
-def _oauth_error(error: str) -> web.Response:
-    return web.json_response({"error": error}, status=400)
+_oauth_error = oauth_error
 
 
 async def _main(port: int) -> None:

@@ -42,6 +42,8 @@ class FakeClient:
     scopes: tuple[str, ...]
     auth_flows: frozenset[str]  # ExplicitAuthFlows: USER_PASSWORD_AUTH, USER_SRP_AUTH, ...
     oauth_flows: frozenset[str] = frozenset()  # AllowedOAuthFlows: client_credentials, code
+    callback_urls: tuple[str, ...] = ()  # CallbackURLs: where the managed login may redirect
+    identity_providers: tuple[str, ...] = ("COGNITO",)  # SupportedIdentityProviders
 
 
 @dataclass
@@ -90,19 +92,22 @@ def sign(pool: FakePool, use: str, claims: dict[str, Any], *, issuer: str, now: 
 
 
 def user_tokens(pool: FakePool, client: FakeClient, user: FakeUser, *, issuer: str, now: int,
-                lifetime: int, auth_time: int) -> dict[str, Any]:
+                lifetime: int, auth_time: int, scope: str = "aws.cognito.signin.user.admin",
+                id_extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """AuthenticationResult without the refresh token: ID and access token as Cognito shapes
-    them (ID: aud, cognito:username, attributes; access: client_id, username, scope)."""
+    them (ID: aud, cognito:username, attributes; access: client_id, username, scope). A managed
+    login's tokens carry the scopes granted and, in the ID token, its nonce (`id_extra`)."""
     common: dict[str, Any] = {"sub": user.sub, "auth_time": auth_time,
                               "origin_jti": str(uuid.uuid4()), "event_id": str(uuid.uuid4())}
     if user.groups:
         common["cognito:groups"] = list(user.groups)
     id_claims: dict[str, Any] = {**common, **user.attributes, "aud": client.client_id,
-                                 "token_use": "id", "cognito:username": user.username}
+                                 "token_use": "id", "cognito:username": user.username,
+                                 **(id_extra or {})}
     if user.email:
         id_claims.update(email=user.email, email_verified=True)
     access_claims = {**common, "client_id": client.client_id, "token_use": "access",
-                     "scope": "aws.cognito.signin.user.admin", "username": user.username}
+                     "scope": scope, "username": user.username}
     opts: dict[str, Any] = {"issuer": issuer, "now": now, "lifetime": lifetime}
     return {"AccessToken": sign(pool, "access", access_claims, **opts),
             "IdToken": sign(pool, "id", id_claims, **opts),

@@ -328,6 +328,7 @@
         c.token ? el("span", { class: "muted" }, " " + c.token.value) : null),
       c.token && c.token.claims.token_use ? field("Token", c.token.claims.token_use) : null,
       c.username ? field("User", c.username) : null,
+      c.domain ? field("Signs in at", c.domain + (c.identity_provider ? " via " + c.identity_provider : "")) : null,
       exp !== null ? field("Expiry", countdown(exp)) : field("Expiry", "-"),
       c.refresh_in !== null && c.refresh_in !== undefined ? field("Refresh", "in " + humanDelta(c.refresh_in)) : null,
       fetches ? field("Fetches", fetches) : null,

@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--port", type=int, default=8080, help="proxy port (default 8080)")
     m.add_argument("--once", action="store_true",
                    help="exit after showing one request per strategy")
+    c = with_config("completion", "print a shell completion script (bash or zsh)")
+    c.add_argument("shell", nargs="?", choices=("bash", "zsh"),
+                   help='e.g. eval "$(authproxy completion bash)" in ~/.bashrc')
+    c.add_argument("--list", choices=("credentials", "endpoints", "paths"),
+                   help="print these names from the config, one a line (what the scripts "
+                        "complete with)")
     return p
 
 
@@ -68,6 +74,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from proxy.commands.demo import demo
             return demo(args.port, args.once)
+        if args.command == "completion":
+            from proxy.commands import completion
+            if args.list:
+                print("\n".join(completion.names(config_path(args), args.list)))
+            elif args.shell:
+                print(completion.script(args.shell, _parser()), end="")
+            else:
+                print("authproxy completion: name a shell (bash or zsh)", file=sys.stderr)
+                return EXIT_CONFIG
+            return EXIT_OK
         config = _load(args)
         if args.command == "check":
             from proxy.commands.check import check

@@ -5,11 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests drive: chromium (browser tests), curl and node (real clients).
+# Debian packages the tests drive: chromium (browser tests), curl and node (real clients),
+# zsh (its completion script, run in a pseudo-terminal).
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v zsh >/dev/null 2>&1 || missing+=(zsh)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "== installing Debian's ${missing[*]} for the tests"
@@ -32,4 +34,5 @@ echo "== mypy";  .venv/bin/mypy
 echo "== pytest"
 # The browser, moto and pycognito tests must run here, never skip quietly.
 AUTHPROXY_REQUIRE_BROWSER=1 AUTHPROXY_REQUIRE_MOTO=1 AUTHPROXY_REQUIRE_PYCOGNITO=1 \
+  AUTHPROXY_REQUIRE_ZSH=1 \
   .venv/bin/pytest "$@"

@@ -33,7 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, help="listen port (default from the config: 8080)")
     s.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     s.add_argument("--log-format", choices=("text", "json"))
-    with_config("check", "validate the config and print a summary (secrets redacted)")
+    ck = with_config("check", "validate the config and print a summary (secrets redacted)")
+    ck.add_argument("--format", choices=("text", "json"), default="text",
+                    help="json: one object with every problem's file, line, key path and "
+                         "message (for editors and scripts)")
     e = with_config("explain", "show how a request would be handled (no network)")
     e.add_argument("-X", "--request", dest="method", default="GET", metavar="METHOD")
     e.add_argument("-H", "--header", action="append", default=[], metavar="'Name: value'")
@@ -84,6 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("authproxy completion: name a shell (bash or zsh)", file=sys.stderr)
                 return EXIT_CONFIG
             return EXIT_OK
+        if args.command == "check" and args.format == "json":
+            from proxy.commands.check import check_json
+            try:
+                loaded = _load(args)
+            except ConfigError as e:
+                return check_json(None, e.source, e.problems)
+            return check_json(loaded, loaded.source, [])
         config = _load(args)
         if args.command == "check":
             from proxy.commands.check import check

@@ -184,6 +184,48 @@ endpoints:
     assert "3 problems" in result.stderr
 
 
+def test_check_format_json_gives_each_problem_with_file_line_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "three.yaml"
+    path.write_text("listen:\n  port: eighty\ncredentials:\n  user: {type: static, value: x}\n"
+                    "endpoints:\n  - {name: api, endpoint: 'https://x.example', auth: usr}\n")
+    result = run("check", "--format", "json", "-c", str(path))
+    assert result.returncode == 2 and result.stderr == ""
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is False and doc["file"] == str(path)
+    assert doc["problems"] == [
+        {"file": str(path), "line": 2, "path": "listen.port",
+         "message": "must be an integer, got a string 'eighty'"},
+        {"file": str(path), "line": 6, "path": "endpoints[0].auth",
+         "message": "unknown credential 'usr' (did you mean 'user'?)"}]
+    # the same problems as the text form, which names them file:line: path: message
+    text = run("check", "-c", str(path)).stderr.splitlines()
+    assert [f"{p['file']}:{p['line']}: {p['path']}: {p['message']}"
+            for p in doc["problems"]] == text[:2]
+
+    missing = run("check", "--format", "json", "-c", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 2
+    problem, = json.loads(missing.stdout)["problems"]
+    assert problem["line"] is None and "cannot read config file" in problem["message"]
+
+
+def test_check_format_json_describes_a_valid_file_without_secrets(tmp_path: Path) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text(f"credentials:\n  tok: {{type: static, value: {TOKEN}}}\n"
+                    "endpoints:\n  - {name: api, endpoint: 'https://x.example/dev', auth: tok}\n"
+                    "  - {name: open, endpoint: 'https://y.example'}\n"
+                    "cors: {allow_origins: ['*']}\n")
+    result = run("check", "--format", "json", "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is True and doc["problems"] == []
+    assert [(e["name"], e["prefix"], e["auth"]) for e in doc["endpoints"]] == [
+        ("api", "/api", "tok"), ("open", "/open", None)]
+    cred, = doc["credentials"]
+    assert cred["name"] == "tok" and cred["type"] == "static" and cred["used"] is True
+    assert len(doc["warnings"]) == 1 and "*" in doc["warnings"][0]
+    assert TOKEN not in result.stdout
+
+
 def test_explain_shows_the_decision(tmp_path: Path, threaded_apigw: FakeApiGateway) -> None:
     path = tmp_path / "p.yaml"
     path.write_text(config(threaded_apigw.url, extra="cors: {allow_origins: [http://app.test:3000]}\n"))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from proxy.config import Config
+import json
+from typing import Any
+
+from proxy.config import Config, Problem
 from proxy.credentials import build_source
 
 
@@ -29,3 +32,33 @@ def check(config: Config) -> int:
         from proxy.server import ANY_ORIGIN_WARNING
         print(f"\nwarning: {ANY_ORIGIN_WARNING}")
     return 0
+
+
+def check_json(config: Config | None, source: str, problems: list[Problem]) -> int:
+    """`check --format json`: for editors and scripts. One JSON object on stdout: `ok`, the
+    file, every problem with its file, line, key path and message, and when the file is
+    valid what it sets up (the same facts as the text summary, secrets redacted)."""
+    doc: dict[str, Any] = {
+        "ok": config is not None, "file": source,
+        "problems": [{"file": source, "line": p.line, "path": p.path, "message": p.message}
+                     for p in problems]}
+    if config is not None:
+        used = {ep.auth for ep in config.endpoints}
+        doc |= {
+            "listen": {"host": config.listen.host, "port": config.listen.port,
+                       "shared_secret": config.listen.shared_secret is not None},
+            "endpoints": [{"name": ep.name, "host": ep.host, "prefix": ep.prefix,
+                           "endpoint": ep.endpoint, "auth": ep.auth}
+                          for ep in config.endpoints],
+            "credentials": [{"name": name, "type": described.type,
+                             "summary": described.summary, "used": name in used}
+                            for name, cred in config.credentials.items()
+                            for described in [build_source(cred).describe()]],
+            "cors": {"allow_origins": list(config.cors.allow_origins),
+                     "allow_credentials": config.cors.allow_credentials},
+            "warnings": []}
+        if "*" in config.cors.allow_origins:
+            from proxy.server import ANY_ORIGIN_WARNING
+            doc["warnings"].append(ANY_ORIGIN_WARNING)
+    print(json.dumps(doc, indent=2))
+    return 0 if config is not None else 2

@@ -268,9 +268,16 @@ def test_decode_prints_claims_with_human_times() -> None:
 
 
 @pytest.mark.e2e
-def test_demo_once_shows_each_strategy() -> None:
-    result = run("demo", "--once", "--port", "0")
+def test_demo_once_shows_each_strategy(tmp_path: Path) -> None:
+    home = dict(os.environ, HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    first = run("demo", "--once", "--port", "0", env=home)
+    assert first.returncode == 0, first.stderr
+    result = run("demo", "--once", "--port", "0", env=home)
     assert result.returncode == 0, result.stderr
+    # Each run keeps its token cache to itself: nothing of the first (its guest identity, made
+    # by fakes that are gone) is seen by the second, nor left in the user's own cache.
+    assert "refused" not in result.stdout + result.stderr
+    assert not (tmp_path / "cache").exists()
     out = result.stdout
     assert "[static]" in out and "[public]" in out and "[cognito]" in out
     assert "Authorization: Bearer eyJhbGci…(" in out and "token_use=id" in out
@@ -280,7 +287,8 @@ def test_demo_once_shows_each_strategy() -> None:
     # the managed login endpoint waits for a sign-in, and says how to do one
     assert "[sso]" in out and "no saved sign-in: run `authproxy login sso-user`" in out
     assert "(user sso-demo, password sso-demo-fake-password)" in out
-    assert re.search(r"\$ AUTHPROXY_DEMO_COGNITO=http://127\.0\.0\.1:\d+ authproxy login -c "
+    assert re.search(r"\$ XDG_CACHE_HOME=\S+ AUTHPROXY_DEMO_COGNITO=http://127\.0\.0\.1:\d+ "
+                     r"authproxy login -c "
                      r"\S+demo\.yaml sso-user", out), out
     for secret in ("demo-static-token-not-a-real-secret", "Demo-Passw0rd-only-for-the-fake"):
         assert secret not in out + result.stderr

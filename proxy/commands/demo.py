@@ -7,8 +7,10 @@ import asyncio
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import aiohttp
@@ -42,7 +44,19 @@ IDENTITY_POOL = "us-east-1:00000000-0000-4000-8000-000000000000"
 
 def demo(port: int, once: bool) -> int:
     log.configure("info", "text")
-    return asyncio.run(_demo(port, once))
+    # The fakes are new every run, so what a login or a guest identity saved in a previous run
+    # means nothing to them: the demo keeps its token cache in a directory of its own.
+    cache = tempfile.mkdtemp(prefix="authproxy-demo-")
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = cache
+    try:
+        return asyncio.run(_demo(port, once))
+    finally:
+        if previous is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = previous
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 async def _demo(port: int, once: bool) -> int:
@@ -147,5 +161,6 @@ async def _show(running: Running, cognito_url: str) -> None:
 def _sign_in_hint(cognito_url: str) -> None:
     print(f"  Sign in on the fake managed login page (user {SSO_USER}, password "
           f"{SSO_PASSWORD}), in another terminal:\n"
-          f"  $ AUTHPROXY_DEMO_COGNITO={cognito_url} authproxy login -c {DEMO_CONFIG} sso-user\n"
+          f"  $ XDG_CACHE_HOME={os.environ['XDG_CACHE_HOME']} AUTHPROXY_DEMO_COGNITO={cognito_url} "
+          f"authproxy login -c {DEMO_CONFIG} sso-user\n"
           "  then curl again: the running demo picks the new login up.\n")

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, RedisError, ResponseError
+from redis.exceptions import AuthenticationError, ConnectionError, RedisError, ResponseError
 
 from proxy.config import TokenCache
 from proxy.credentials.clock import Clock, SystemClock
@@ -67,7 +67,12 @@ class RedisStore:
                 tls = {"ssl_ca_certs": config.tls_verify}
         self._client = aioredis.Redis.from_url(
             config.url.reveal(), socket_timeout=config.timeout,
-            socket_connect_timeout=config.timeout, retry=Retry(NoBackoff(), 0),
+            socket_connect_timeout=config.timeout,
+            # One immediate retry on a new connection after a connection error: a pooled
+            # connection goes stale when Redis restarts or fails over, and the first call
+            # after that should not count as Redis being down. Never after a timeout: that
+            # would double the bound (which asyncio.timeout below enforces anyway).
+            retry=Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
             health_check_interval=0, **tls)
         self._release = self._client.register_script(_RELEASE)
         self._renew = self._client.register_script(_RENEW)
@@ -153,8 +158,14 @@ class RedisStore:
                 return
 
     async def _probing(self) -> None:
+        last = self._clock.monotonic()
         while True:
-            await self._clock.sleep(PROBE_DEGRADED if self.state != "ok" else PROBE_HEALTHY)
+            # Short ticks, so that a failure between two healthy pings is probed soon after.
+            await self._clock.sleep(PROBE_DEGRADED)
+            now = self._clock.monotonic()
+            if self.state == "ok" and now - last < PROBE_HEALTHY:
+                continue
+            last = now
             with contextlib.suppress(_Unavailable):
                 await self._call("ping", self._client.ping)
 

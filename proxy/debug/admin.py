@@ -100,7 +100,7 @@ class _TokenCacheCollector(Collector):
         for op, count in status["errors"].items():
             errors.add_metric([op], count)
         families = {
-            "hits": "Reads of the shared token cache that found a usable entry",
+            "hits": "Reads of the shared token cache that found an entry which opened",
             "misses": "Reads of the shared token cache that found no entry",
             "undecryptable": "Shared entries ignored: they did not decrypt or parse",
             "lock_waits": "Fetches that found another process holding the fleet's lock"}

@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -43,22 +44,38 @@ class RedisServer:
     """One redis-server process; `restart()` brings it back on the same port, empty (no
     persistence), as a Redis that crashed or failed over to a blank replica."""
 
-    def __init__(self, directory: Path, password: str | None = None) -> None:
+    def __init__(self, directory: Path, password: str | None = None, tls: bool = False) -> None:
         self.binary = redis_binary()
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = _free_port()
         self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
+        self.ca_file: Path | None = None
+        if tls:  # a CA of the test's own and a certificate for 127.0.0.1 (trustme)
+            import trustme
+            ca = trustme.CA()
+            cert = ca.issue_cert("127.0.0.1")
+            self.ca_file = self.dir / "ca.pem"
+            ca.cert_pem.write_to_path(str(self.ca_file))
+            cert.private_key_pem.write_to_path(str(self.dir / "key.pem"))
+            cert.cert_chain_pems[0].write_to_path(str(self.dir / "cert.pem"))
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.ca_file else 'redis'}://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+        args = [self.binary, "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", str(self.dir), "--loglevel", "warning",
                 "--protected-mode", "yes"]
+        if self.ca_file:
+            args += ["--port", "0", "--tls-port", str(self.port),
+                     "--tls-cert-file", str(self.dir / "cert.pem"),
+                     "--tls-key-file", str(self.dir / "key.pem"),
+                     "--tls-ca-cert-file", str(self.ca_file), "--tls-auth-clients", "no"]
+        else:
+            args += ["--port", str(self.port)]
         if self.password:
             args += ["--requirepass", self.password]
         log = (self.dir / "redis.log").open("ab")
@@ -74,8 +91,10 @@ class RedisServer:
         raise AssertionError(f"redis-server did not start on {self.port}")
 
     def client(self) -> redis.Redis:
+        tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(self.ca_file)} \
+            if self.ca_file else {}
         return redis.Redis(host="127.0.0.1", port=self.port, password=self.password,
-                           socket_timeout=2)
+                           socket_timeout=2, **tls)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -11,6 +11,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -263,6 +264,51 @@ async def test_a_password_required_degrades_without_showing_it(
         assert right.status()["url"] == f"redis://:***@127.0.0.1:{redis_server.port}/0"
     finally:
         await right.close()
+
+
+async def test_an_acl_user_with_only_the_commands_it_needs(cache: SharedCache,
+                                                            redis_server: RedisServer) -> None:
+    # What the README tells operators to grant: the key prefix, and GET SET DEL PEXPIRE
+    # EVAL(SHA) PING (plus SCRIPT LOAD, which redis-py's scripts may use).
+    with redis_server.client() as c:
+        c.acl_setuser("authproxy", enabled=True, passwords=["+acl-user-pw-1"],
+                      keys=["authproxy:*"], commands=[
+                          "+get", "+set", "+del", "+pexpire", "+eval", "+evalsha",
+                          "+ping", "+script|load"])
+    c2 = cache_for(redis_server,
+                   url=f"redis://authproxy:acl-user-pw-1@127.0.0.1:{redis_server.port}/0")
+    await c2.start()
+    try:
+        store = c2.slot("user", settings_material(user())).store(CODEC)
+        await store.put("k", Stored("v", time.time() + 100))
+        async with store.lock("k", 1.0) as ours:
+            assert ours
+        assert (await store.get("k")) is not None
+        assert c2.status()["state"] == "ok", c2.status()
+        assert sum(c2.status()["errors"].values()) == 0
+    finally:
+        await c2.close()
+
+
+async def test_rediss_verifies_the_server_against_the_configured_ca(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "tls", tls=True)
+    server.start()
+    assert server.ca_file is not None
+    try:
+        for verify, state in ((str(server.ca_file), "ok"), (True, "degraded"), (False, "ok")):
+            cfg = TokenCache(url=Secret(server.url), encryption_key=KEY, timeout=1.0,
+                             tls_verify=verify)
+            c = SharedCache(RedisStore(cfg), key_prefix="authproxy:", encryption_key=KEY)
+            await c.start()
+            try:
+                store = c.slot("user", settings_material(user())).store(CODEC)
+                await store.put("k", Stored("v", time.time() + 100))
+                assert c.status()["state"] == state, (verify, c.status())
+                assert ((await store.get("k")) is not None) == (state == "ok")
+            finally:
+                await c.close()
+    finally:
+        server.stop()
 
 
 def test_redacted_urls() -> None:

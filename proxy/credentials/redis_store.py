@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import math
 import re
@@ -101,8 +102,10 @@ class RedisStore:
             await self._client.aclose()
 
     def status(self) -> dict[str, Any]:
+        since = None if self.degraded_since is None else dt.datetime.fromtimestamp(
+            self.degraded_since, dt.UTC).isoformat(timespec="seconds")
         return {"url": self.shown_url, "state": self.state, "last_error": self.last_error,
-                "degraded_since": self.degraded_since, "errors": dict(self.errors)}
+                "degraded_since": since, "errors": dict(self.errors)}
 
     # --- the ByteStore protocol ----------------------------------------------------------------
 

@@ -35,11 +35,12 @@ WORKDIR /src
 # reuses this layer.
 COPY pyproject.toml ./
 RUN python3 -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb')); p = d['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['speed'] + d['build-system']['requires']))" \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['speed'] + p['optional-dependencies']['redis'] + d['build-system']['requires']))" \
     > /tmp/requirements.txt \
  && /opt/authproxy/bin/pip install --only-binary=:all: -r /tmp/requirements.txt
 COPY . .
-# The project itself (its [speed] extra, uvloop, came as a wheel above); then drop the build tools.
+# The project itself (its [speed] and [redis] extras, uvloop and redis-py for token_cache, came as
+# wheels above); then drop the build tools.
 RUN /opt/authproxy/bin/pip install --no-build-isolation --no-deps . \
  && /opt/authproxy/bin/pip check \
  && /opt/authproxy/bin/pip uninstall -y -q setuptools wheel pip

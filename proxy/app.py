@@ -17,7 +17,14 @@ from aiohttp import web
 
 from proxy.config import Config, Listen
 from proxy.cors import CorsPolicy
-from proxy.credentials import CredentialSource, CredentialsUnavailable, Outgoing, build_sources
+from proxy.credentials import (
+    CredentialSource,
+    CredentialsUnavailable,
+    Outgoing,
+    SharedCache,
+    build_sources,
+    open_token_cache,
+)
 from proxy.debug.admin import Admin, Metrics
 from proxy.debug.hints import build_hinter
 from proxy.debug.history import History
@@ -48,10 +55,12 @@ class Runtime:
 
 
 def build_runtime(config: Config, keep: dict[str, CredentialSource] | None = None,
-                  port: int | None = None) -> Runtime:
-    """`keep`: sources of a previous runtime, reused when their settings did not change."""
+                  port: int | None = None, shared: SharedCache | None = None) -> Runtime:
+    """`keep`: sources of a previous runtime, reused when their settings did not change;
+    `shared`: the fleet's token cache the new ones keep their values in."""
     old = keep or {}
-    sources = build_sources({n: c for n, c in config.credentials.items() if n not in old})
+    sources = build_sources({n: c for n, c in config.credentials.items() if n not in old},
+                            shared=shared, among=config.credentials)
     sources.update((n, s) for n, s in old.items() if n in config.credentials)
     for source in sources.values():
         source.link(sources)
@@ -85,15 +94,18 @@ def target_problem(path: str) -> str | None:
 
 class Proxy:
     def __init__(self, config: Config) -> None:
-        self.rt = build_runtime(config)
+        self.token_cache = open_token_cache(config.token_cache)  # for the process's lifetime
+        self.rt = build_runtime(config, shared=self.token_cache)
         self.port: int | None = None
         self.session: aiohttp.ClientSession | None = None  # for the credentials' own calls
         self.pool = Pool(idle_timeout=30)  # for forwarding
         self.metrics = Metrics(lambda: self.rt.in_use,
-                               lambda: (self.pool.active, self.pool.idle_count))
+                               lambda: (self.pool.active, self.pool.idle_count),
+                               lambda: self.token_cache)
         admin = config.admin
         self.history = History(admin.history) if admin.inspector and admin.history else None
-        self.admin = Admin(self.metrics, lambda: self.rt.in_use, self.history)
+        self.admin = Admin(self.metrics, lambda: self.rt.in_use, self.history,
+                           lambda: self.token_cache)
 
     def set_port(self, port: int) -> None:
         self.port = port
@@ -108,10 +120,14 @@ class Proxy:
             # No cookie jar: one client's Set-Cookie must never ride along with another's request.
             cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
             timeout=aiohttp.ClientTimeout(total=None))
+        if self.token_cache is not None:
+            await self.token_cache.start()  # bounded by token_cache.timeout; never fails
         await asyncio.gather(*(s.start(self.session) for s in self.rt.sources.values()))
 
     async def close(self) -> None:
         await asyncio.gather(*(s.close() for s in self.rt.sources.values()))
+        if self.token_cache is not None:
+            await self.token_cache.close()
         if self.session:
             await self.session.close()
         self.pool.close()
@@ -122,7 +138,7 @@ class Proxy:
         old = self.rt
         keep = {n: s for n, s in old.sources.items() if old.config.credentials.get(n)
                 == config.credentials.get(n)}
-        new = build_runtime(config, keep, self.port)
+        new = build_runtime(config, keep, self.port, self.token_cache)
         fresh = [s for n, s in new.sources.items() if n not in keep]
         assert self.session is not None
         await asyncio.gather(*(s.start(self.session) for s in fresh))
@@ -131,6 +147,8 @@ class Proxy:
         if (config.listen.host, config.listen.port) != (old.config.listen.host,
                                                         old.config.listen.port):
             log.warning("listen.host/listen.port changed: restart authproxy to rebind")
+        if config.token_cache != old.config.token_cache:
+            log.warning("token_cache changed: restart authproxy to use the new settings")
         if (config.listen.header_timeout, config.listen.keepalive_timeout) != (
                 old.config.listen.header_timeout, old.config.listen.keepalive_timeout):
             log.warning("listen.header_timeout/keepalive_timeout changed: connections keep the "

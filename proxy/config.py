@@ -161,6 +161,21 @@ class Admin:
 
 
 @dataclass(frozen=True)
+class TokenCache:
+    """`token_cache`: a Redis that processes with the same credential settings share tokens in."""
+
+    url: Secret | None = None  # redis://host:6379/0 or rediss://; None: each process keeps its own
+    key_prefix: str = "authproxy:"
+    encryption_key: Secret | None = None  # required unless the url's host is loopback
+    timeout: float = 0.5  # seconds per Redis call before the process uses its own cache
+    tls_verify: bool | str = True  # rediss://: verify the server's certificate (or a CA bundle)
+
+    @property
+    def enabled(self) -> bool:
+        return self.url is not None
+
+
+@dataclass(frozen=True)
 class Config:
     listen: Listen = field(default_factory=Listen)
     credentials: Mapping[str, Credential] = field(default_factory=dict)
@@ -168,6 +183,7 @@ class Config:
     cors: Cors = field(default_factory=Cors)
     logging: Logging = field(default_factory=Logging)
     admin: Admin = field(default_factory=Admin)
+    token_cache: TokenCache = field(default_factory=TokenCache)
     source: str = ""  # the file this came from
 
 
@@ -696,7 +712,8 @@ _SIGNATURE_HEADERS = frozenset({"authorization", "x-amz-date", "x-amz-security-t
 
 
 def _validate(data: Any, v: _Validator, source: str) -> Config:
-    top = v.section(data, "", ("listen", "credentials", "endpoints", "cors", "logging", "admin"))
+    top = v.section(data, "", ("listen", "credentials", "endpoints", "cors", "logging", "admin",
+                               "token_cache"))
     ls = v.section(top.data.get("listen"), "listen",
                    ("host", "port", "allowed_hosts", "shared_secret", "shared_secret_file",
                     "drain_timeout", "header_timeout", "keepalive_timeout"))
@@ -800,7 +817,65 @@ def _validate(data: Any, v: _Validator, source: str) -> Config:
                                 ep.prefix.startswith(admin.prefix + "/")):
             v.error(f"endpoints[{i}].prefix", f"is inside admin.prefix {admin.prefix!r}")
     return Config(listen=listen, credentials=credentials, endpoints=tuple(endpoints), cors=cors,
-                  logging=logging_, admin=admin, source=source)
+                  logging=logging_, admin=admin, token_cache=_token_cache(v, top.data),
+                  source=source)
+
+
+_LOOPBACK_NAMES = ("localhost", "::1")  # and 127.0.0.0/8, *.localhost: see _loopback
+MIN_ENCRYPTION_KEY = 16  # characters: HKDF spreads a key's entropy, it cannot add any
+
+
+def _token_cache(v: _Validator, top: dict[str, Any]) -> TokenCache:
+    s = v.section(top.get("token_cache"), "token_cache",
+                  ("url", "url_file", "key_prefix", "encryption_key", "encryption_key_file",
+                   "timeout", "tls_verify"))
+    url = s.secret("url")  # a secret: redis://user:password@host holds the password
+    key = s.secret("encryption_key")
+    cache = TokenCache(
+        url=url, encryption_key=key,
+        key_prefix=s.get("key_prefix", str, "authproxy:", lambda p: (
+            "must not hold spaces or control characters" if _controls(p) or " " in p
+            else None)),
+        timeout=s.get("timeout", float, 0.5, _positive),
+        tls_verify=s.get("tls_verify", (bool, str), True))
+    if url is None:
+        for k in ("encryption_key", "encryption_key_file", "tls_verify", "key_prefix", "timeout"):
+            if k in s.data:
+                v.error(s.sub(k), "has no effect without token_cache.url", "token_cache")
+        return cache
+    where = s.sub("url_file" if "url_file" in s.data else "url")
+    m = re.fullmatch(r"(rediss?)://(?:([^@/?#]*)@)?(\[[0-9A-Fa-f:.]+\]|[^:/?#@\[\]]+)"
+                     r"(?::(\d{1,5}))?(?:/(\d{0,2}))?", url.reveal())
+    if not m:
+        # The message never quotes the URL: it may hold a password.
+        v.error(where, "must look like redis://[user:password@]host[:port][/db] or rediss://... "
+                "(no query string)")
+        return cache
+    scheme, host = m.group(1), m.group(3).strip("[]").lower()
+    if m.group(4) and not 0 < int(m.group(4)) < 65536:
+        v.error(where, "port must be 1-65535")
+    if isinstance(cache.tls_verify, str):
+        if scheme != "rediss":
+            v.error(s.sub("tls_verify"), "a CA bundle is for rediss:// URLs only")
+        elif not Path(cache.tls_verify).expanduser().is_file():
+            v.error(s.sub("tls_verify"), f"CA bundle {cache.tls_verify!r} is not a readable file")
+    if key is None and not _loopback(host) and "encryption_key_file" not in s.data:
+        v.error(s.sub("encryption_key"), "is required when Redis is not on loopback (or "
+                "encryption_key_file): the tokens are encrypted with it; make one with "
+                "`openssl rand -base64 32` and give every member the same", "token_cache")
+    elif key is not None and len(key.reveal()) < MIN_ENCRYPTION_KEY:
+        v.error(s.sub("encryption_key_file" if "encryption_key_file" in s.data else
+                      "encryption_key"),
+                f"is too short ({len(key.reveal())} characters, at least {MIN_ENCRYPTION_KEY}): "
+                "make one with `openssl rand -base64 32`")
+    if importlib.util.find_spec("redis") is None:
+        v.error(where, "token_cache needs redis-py: pip install 'authproxy[redis]'", "token_cache")
+    return cache
+
+
+def _loopback(host: str) -> bool:
+    return host in _LOOPBACK_NAMES or host.endswith(".localhost") or re.fullmatch(
+        r"127(\.\d{1,3}){3}", host) is not None
 
 
 def parse_config(text: str, source: str = "<config>",

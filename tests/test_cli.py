@@ -315,3 +315,15 @@ def test_explain_never_shows_query_or_header_secrets(tmp_path: Path,
     assert "/Development/items?access_token=***(11 chars)&page=2" in out
     # The client's own header goes upstream unchanged: not marked as replaced.
     assert "    X-Session-Token: ***(" in out and "~ X-Session-Token" not in out
+
+
+def test_check_shows_the_token_cache_without_its_secrets(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.yaml"
+    path.write_text("token_cache:\n  url: rediss://app:redis-pass-1@cache.internal:6380/0\n"
+                    "  encryption_key: cache-key-0123456789abcdef\n")
+    result = run("check", "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "token_cache: rediss://app:***@cache.internal:6380/0" in result.stdout
+    assert "encrypted with encryption_key" in result.stdout
+    for secret in ("redis-pass-1", "cache-key-0123456789abcdef"):
+        assert secret not in result.stdout + result.stderr

@@ -420,3 +420,79 @@ credentials:
     assert "did you mean 'timeout'" in found[("credentials.vault.timeoutt", 10)]
     assert "is required" in found[("credentials.vault.command", 2)]
     assert "did you mean 'command'" in found[("credentials.other.type", 12)]
+
+
+# --- token_cache ----------------------------------------------------------------------------
+
+TOKEN_CACHE_SPEC = """\
+token_cache:
+  url: redis://cache.internal:6379/0
+  key_prefix: "authproxy:"
+  encryption_key: ${CACHE_KEY}
+  timeout: 0.5
+  tls_verify: true
+"""
+
+
+def test_token_cache_as_in_the_spec_and_off_by_default() -> None:
+    c = parse_config(TOKEN_CACHE_SPEC, "t.yaml", {"CACHE_KEY": "k" * 32})
+    tc = c.token_cache
+    assert tc.url is not None and tc.url.reveal() == "redis://cache.internal:6379/0"
+    assert tc.encryption_key is not None and tc.encryption_key.reveal() == "k" * 32
+    assert (tc.key_prefix, tc.timeout, tc.tls_verify) == ("authproxy:", 0.5, True)
+    off = parse_config("endpoints: []\n", "t.yaml", {}).token_cache
+    assert off.url is None and not off.enabled
+
+
+def test_token_cache_from_files_and_on_loopback_without_a_key(tmp_path: Path) -> None:
+    (tmp_path / "url").write_text("rediss://authproxy:s3cret@cache.internal:6380/2\n")
+    (tmp_path / "key").write_text("x" * 44 + "\n")
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    c = parse_config(f"token_cache:\n  url_file: {tmp_path / 'url'}\n"
+                     f"  encryption_key_file: {tmp_path / 'key'}\n  tls_verify: {ca}\n",
+                     "t.yaml", {})
+    assert c.token_cache.url is not None and "s3cret" in c.token_cache.url.reveal()
+    assert "s3cret" not in repr(c)
+    for url in ("redis://127.0.0.1:6379", "redis://localhost/1", "redis://[::1]:6379/0"):
+        assert parse_config(f"token_cache: {{url: '{url}'}}\n", "t.yaml", {}).token_cache.url
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("token_cache: {url: 'redis://cache.internal:6379/0'}\n",
+     "t.yaml:1: token_cache.encryption_key: is required when Redis is not on loopback"),
+    ("token_cache: {url: 'redis://10.0.0.5', encryption_key: short}\n",
+     "token_cache.encryption_key: is too short (5 characters, at least 16)"),
+    ("token_cache:\n  url: 'http://127.0.0.1:6379'\n", "t.yaml:2: token_cache.url: must look like"),
+    ("token_cache:\n  url: 'redis://127.0.0.1:6379/0?ssl=1'\n", "token_cache.url: must look like"),
+    ("token_cache:\n  url: 'redis://127.0.0.1:99999'\n", "token_cache.url: port must be 1-65535"),
+    ("token_cache:\n  url: 'redis://127.0.0.1'\n  timeout: 0\n",
+     "t.yaml:3: token_cache.timeout: must be greater than 0"),
+    ("token_cache:\n  url: 'redis://127.0.0.1'\n  tls_verify: /no/ca.pem\n",
+     "token_cache.tls_verify: a CA bundle is for rediss:// URLs only"),
+    ("token_cache:\n  url: 'rediss://127.0.0.1'\n  tls_verify: /no/ca.pem\n",
+     "token_cache.tls_verify: CA bundle '/no/ca.pem' is not a readable file"),
+    ("token_cache:\n  url: 'redis://127.0.0.1'\n  encryption_kye: x\n",
+     "t.yaml:3: token_cache.encryption_kye: unknown key (did you mean 'encryption_key'?)"),
+    ("token_cache:\n  encryption_key: abcdefghijklmnopqrstuvwxyz\n",
+     "t.yaml:2: token_cache.encryption_key: has no effect without token_cache.url"),
+    ("token_cache: {url: 'redis://127.0.0.1', key_prefix: 'a b'}\n",
+     "token_cache.key_prefix: must not hold spaces"),
+])
+def test_token_cache_mistakes_are_named(text: str, expected: str) -> None:
+    assert any(expected in line for line in problems(text)), problems(text)
+
+
+def test_a_token_cache_url_is_never_quoted_in_an_error() -> None:
+    lines = problems("token_cache: {url: 'redis://:hunter2-password@cache.internal:6379/0?x=1'}\n")
+    assert lines and all("hunter2" not in line for line in lines)
+
+
+def test_token_cache_without_redis_py_says_what_to_install(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "redis" else real(name, *a))
+    lines = problems("token_cache: {url: 'redis://127.0.0.1:6379/0'}\n")
+    assert any("pip install 'authproxy[redis]'" in line for line in lines), lines

@@ -16,8 +16,10 @@ from cognito_fixtures import FakeClock
 from proxy.credentials import CredentialsUnavailable
 from proxy.credentials.refresh import (
     BACKOFF_CAP,
+    FETCH_LOCK_TTL,
     FORCED_REFRESH_INTERVAL,
     HOLDER_WAIT,
+    JITTER,
     PERMANENT_HOLDOFF,
     Failure,
     Fetched,
@@ -255,4 +257,69 @@ async def test_a_lock_holder_that_never_delivers_is_not_waited_for_forever(
     for _ in range(int(HOLDER_WAIT / 0.1) + 2):
         await step(clock, 0.1)
     assert src.calls == 1 and r.current() == "v1"
+    await r.close()
+
+
+class LapsingLock(MemoryStore[str]):
+    """A fleet lock another process holds until `free_at` on the clock (it died; its lock
+    lapses), after which it is ours."""
+
+    def __init__(self, clock: FakeClock, free_at: float) -> None:
+        super().__init__()
+        self.clock, self.free_at, self.tries = clock, free_at, 0
+
+    @contextlib.asynccontextmanager
+    async def lock(self, key: str, ttl: float) -> AsyncIterator[bool]:
+        self.tries += 1
+        yield self.clock.monotonic() >= self.free_at
+
+
+async def test_a_lapsed_lock_is_taken_before_the_holder_wait_is_over(clock: FakeClock) -> None:
+    store = LapsingLock(clock, clock.monotonic() + FETCH_LOCK_TTL)
+    src = Source()
+    r: Refresher[str] = Refresher("cred", src.fetch, src.classify, margin=30, clock=clock)
+    r.share(store, "k")
+    await r.start()
+    for _ in range(int(FETCH_LOCK_TTL / 0.1) + 8):
+        await step(clock, 0.1)
+    assert src.calls == 1 and r.current() == "v1"  # with the lock, not after HOLDER_WAIT
+    assert FETCH_LOCK_TTL < HOLDER_WAIT and store.tries > 2
+    assert (await store.get("k")) is not None
+    await r.close()
+
+
+async def test_with_the_lock_a_newer_stored_value_is_taken_instead_of_fetching(
+        clock: FakeClock) -> None:
+    store: MemoryStore[str] = MemoryStore()
+    src = Source(lifetime=100)
+    adopted: list[str] = []
+    r: Refresher[str] = Refresher("cred", src.fetch, src.classify, margin=30, clock=clock,
+                                  rng=random.Random(3))
+    r.share(store, "k", adopted=adopted.append)
+    await r.start()
+    await settle()
+    assert src.calls == 1 and adopted == []
+    refresh_in = r.status()["refresh_in"]
+    assert 70 - 30 * JITTER <= refresh_in <= 70
+    await step(clock, refresh_in - 5)
+    await store.put("k", Stored("theirs", clock.time() + 100))  # another member refreshed
+    await step(clock, 5.1)
+    assert src.calls == 1 and r.current() == "theirs" and adopted == ["theirs"]
+    # the same value again is no reason to skip a fetch: ours is due, and it is ours
+    await step(clock, r.status()["refresh_in"] + 0.1)
+    assert src.calls == 2 and r.current() == "v2"
+    await r.close()
+
+
+async def test_an_expired_stored_value_still_hands_over_what_came_with_it(
+        clock: FakeClock) -> None:
+    store: MemoryStore[str] = MemoryStore()
+    await store.put("k", Stored("old", clock.time() - 10))
+    src = Source()
+    adopted: list[str] = []
+    r: Refresher[str] = Refresher("cred", src.fetch, src.classify, margin=30, clock=clock)
+    r.share(store, "k", adopted=adopted.append)
+    await r.start()
+    await settle()
+    assert adopted == ["old"] and r.current() == "v1"  # told, then fetched anew
     await r.close()

@@ -25,6 +25,13 @@ def check(config: Config) -> int:
     for name, cred in config.credentials.items():
         unused = "" if name in used else "  (not used by any endpoint)"
         print(f"  {name}: {build_source(cred).describe().summary}{unused}")
+    tc = config.token_cache
+    if tc.url is not None:
+        from proxy.credentials.redis_store import redacted_url
+        print(f"\ntoken_cache: {redacted_url(tc.url.reveal())}, keys {tc.key_prefix}<hash>, "
+              + ("encrypted with encryption_key" if tc.encryption_key else
+                 "no encryption_key (loopback: sealed by the credentials' own settings)")
+              + f", timeout {tc.timeout:g} s")
     cors = config.cors
     print(f"\ncors: origins {', '.join(cors.allow_origins) or '(none: only the proxy itself)'}"
           f", credentials {'allowed' if cors.allow_credentials else 'not allowed'}")

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from proxy.config import Credential
+from proxy.config import Credential, TokenCache
 from proxy.credentials.base import (
     CredentialSource,
     CredentialsUnavailable,
@@ -18,6 +18,7 @@ from proxy.credentials.base import (
 from proxy.credentials.cognito import CognitoSource
 from proxy.credentials.command import CommandSource
 from proxy.credentials.iam import IamSource
+from proxy.credentials.shared import SharedCache, settings_material
 from proxy.credentials.static import StaticSource
 
 # type -> builder(config, cache_dir): cache_dir is where logins and cached values are kept
@@ -34,9 +35,28 @@ def build_source(config: Credential, *, cache_dir: Path | None = None) -> Creden
     return _BUILDERS[config.type](config, cache_dir)
 
 
-def build_sources(configs: Mapping[str, Credential]) -> dict[str, CredentialSource]:
-    return {name: build_source(cfg) for name, cfg in configs.items()}
+def build_sources(configs: Mapping[str, Credential], *, shared: SharedCache | None = None,
+                  among: Mapping[str, Credential] | None = None
+                  ) -> dict[str, CredentialSource]:
+    """`shared`: the fleet's cache (token_cache), where each source may keep its values under
+    its settings; `among`: every credential of the config, for those `configs` build on."""
+    sources = {name: build_source(cfg) for name, cfg in configs.items()}
+    if shared is not None:
+        for name, source in sources.items():
+            source.share(shared.slot(name, settings_material(configs[name], among or configs)))
+    return sources
+
+
+def open_token_cache(config: TokenCache) -> SharedCache | None:
+    """The fleet's cache of `token_cache`, not yet started; None when it is not set."""
+    if config.url is None:
+        return None
+    # Imported here: redis-py is an optional extra, checked by config.py when the url is set.
+    from proxy.credentials.redis_store import RedisStore
+
+    return SharedCache(RedisStore(config), key_prefix=config.key_prefix,
+                       encryption_key=config.encryption_key)
 
 
 __all__ = ["CredentialSource", "CredentialsUnavailable", "Description", "Headers", "Outgoing",
-           "build_source", "build_sources"]
+           "SharedCache", "build_source", "build_sources", "open_token_cache"]

@@ -28,11 +28,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
 
 from proxy.credentials.aws_keys import AwsKeys
+
+if TYPE_CHECKING:  # shared.py builds on the refresh core, which imports this module
+    from proxy.credentials.shared import SharedSlot
 
 Headers = tuple[tuple[str, str], ...]  # (name, value) pairs, in the order they are sent
 # login's prompt(kind, message, secret) -> answer; kind is one of: username, password,
@@ -106,6 +109,12 @@ class CredentialSource(ABC):
     def depends_on(self) -> tuple[str, ...]:
         """Names of the credentials this one builds on (what `link` looks up)."""
         return ()
+
+    def share(self, slot: SharedSlot) -> None:  # noqa: B027
+        """Called before `start` when `token_cache` is set: a strategy whose values expire
+        gives its refresher a store in the fleet's cache (see proxy/credentials/shared.py).
+        Values that are the same everywhere (static) or that differ per machine although the
+        settings are the same (botocore's chain) stay in the process."""
 
     async def aws_credentials(self) -> tuple[AwsKeys, float | None]:
         """AWS credentials an SDK can use, with their expiry (epoch seconds) if any."""

@@ -33,6 +33,7 @@ from proxy.credentials.clock import Clock
 from proxy.credentials.cognito_api import CognitoApi, CognitoError, Tokens, advice
 from proxy.credentials.cognito_login import login
 from proxy.credentials.refresh import Failure, Fetched, Refresher
+from proxy.credentials.shared import Codec, SharedSlot
 from proxy.secret import Secret
 
 log = logging.getLogger("authproxy.cognito")
@@ -42,6 +43,11 @@ class _Token:
     headers: Headers = field(repr=False)  # ((header, prefix + JWT),), built once per token
     claims: dict[str, Any]
     id_token: str | None = field(default=None, repr=False)  # for identity pools' Logins
+    # What a fleet shares beside the header (token_cache): the bare JWT, the refresh token
+    # that renews it, and Cognito's internal username (SECRET_HASH on refresh needs it).
+    jwt: str = field(default="", repr=False)
+    refresh_token: Secret | None = field(default=None, repr=False)
+    username: str = ""
 
 
 _JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
@@ -86,6 +92,10 @@ class CognitoSource(CredentialSource):
 
     async def rejected(self, sent: Headers) -> bool:
         return await self._core.force(lambda tok: tok.headers == sent)
+
+    def share(self, slot: SharedSlot) -> None:
+        codec = Codec("cognito-token/1", self._encode, self._decode)
+        self._core.share(slot.store(codec), slot.key(codec), adopted=self._adopted)
 
     async def id_token(self) -> str:
         """The signed-in user's current ID token (what an identity pool's `Logins` takes),
@@ -161,9 +171,39 @@ class CognitoSource(CredentialSource):
         self._username = str(claims.get("username") or claims.get("cognito:username")
                              or self._username)
         self.methods[tokens.method] += 1
-        return Fetched(_Token(((self._cfg.header, self._cfg.prefix + jwt_text),), claims,
-                              tokens.id_token),
+        return Fetched(self._token(jwt_text, claims, tokens.id_token, self._refresh_token,
+                                   self._username),
                        lifetime, f"{self._cfg.token} token via {tokens.method}")
+
+    def _token(self, jwt_text: str, claims: dict[str, Any], id_token: str | None,
+               refresh_token: Secret | None, username: str) -> _Token:
+        return _Token(((self._cfg.header, self._cfg.prefix + jwt_text),), claims, id_token,
+                      jwt_text, refresh_token, username)
+
+    # --- the fleet's cache (token_cache) -----------------------------------------------------
+
+    @staticmethod
+    def _encode(tok: _Token) -> dict[str, Any]:
+        return {"jwt": tok.jwt, "id_token": tok.id_token, "username": tok.username,
+                "refresh_token": tok.refresh_token.reveal() if tok.refresh_token else None}
+
+    def _decode(self, data: dict[str, Any]) -> _Token:
+        jwt_text, id_token, refresh = data["jwt"], data.get("id_token"), data.get("refresh_token")
+        if not isinstance(jwt_text, str) or not _JWT_SHAPE.fullmatch(jwt_text):
+            raise ValueError("not a compact JWT")  # it goes into a header line as is
+        try:
+            claims: dict[str, Any] = jwt.decode(jwt_text, options={"verify_signature": False})
+        except jwt.PyJWTError as e:
+            raise ValueError("unreadable JWT") from e
+        return self._token(jwt_text, claims, str(id_token) if id_token else None,
+                           Secret(str(refresh)) if refresh else None,
+                           str(data.get("username") or ""))
+
+    def _adopted(self, tok: _Token) -> None:
+        """A token another member fetched: its refresh token is the one to refresh with."""
+        if tok.refresh_token is not None and tok.refresh_token != self._refused:
+            self._refresh_token = tok.refresh_token
+        self._username = tok.username or self._username
 
     def _classify(self, e: Exception) -> Failure:
         if not isinstance(e, CognitoError):

@@ -46,7 +46,9 @@ from proxy.credentials.identity_api import (
     logins_key,
 )
 from proxy.credentials.refresh import Failure, Fetched, Refresher
+from proxy.credentials.shared import Codec, SharedSlot
 from proxy.credentials.sigv4 import EMPTY_SHA256, Signer, region_from_host
+from proxy.secret import Secret
 
 log = logging.getLogger("authproxy.iam")
 
@@ -106,6 +108,26 @@ class IamSource(CredentialSource):
 
     def depends_on(self) -> tuple[str, ...]:
         return (self._cfg.login,) if self._cfg.login else ()
+
+    def share(self, slot: SharedSlot) -> None:
+        # Identity-pool credentials only: botocore's chain gives different identities on
+        # different machines with the same settings (instance roles, IRSA, env variables).
+        if self._core is not None and self._chain is None:
+            self._core.share(slot.store(_CODEC), slot.key(_CODEC), adopted=self._adopted)
+
+    def _adopted(self, creds: _Creds) -> None:
+        """Credentials another member bought: its identity id is ours too."""
+        if creds.identity_id is None:
+            return
+        if self._login is None:
+            self._guest_id = creds.identity_id
+        elif creds.login_token is not None:
+            try:
+                sub = str(jwt.decode(creds.login_token,
+                                     options={"verify_signature": False}).get("sub", ""))
+            except jwt.PyJWTError:
+                return
+            self._authed = (sub, creds.identity_id)
 
     async def start(self, session: aiohttp.ClientSession) -> None:
         self._session = session
@@ -307,3 +329,22 @@ class IamSource(CredentialSource):
                         "new guest", self._guest_path(), e.strerror)
         return self._guest_id
 
+
+
+def _encode(c: _Creds) -> dict[str, Any]:
+    keys = c.keys
+    return {"access_key_id": keys.access_key_id,
+            "secret_access_key": keys.secret_access_key.reveal(),
+            "session_token": keys.session_token.reveal() if keys.session_token else None,
+            "login_token": c.login_token, "identity_id": c.identity_id}
+
+
+def _decode(d: dict[str, Any]) -> _Creds:
+    token = d.get("session_token")
+    return _Creds(AwsKeys(str(d["access_key_id"]), Secret(str(d["secret_access_key"])),
+                          Secret(str(token)) if token else None),
+                  str(d["login_token"]) if d.get("login_token") else None,
+                  str(d["identity_id"]) if d.get("identity_id") else None)
+
+
+_CODEC: Codec[_Creds] = Codec("iam-credentials/1", _encode, _decode)

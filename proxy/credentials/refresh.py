@@ -16,7 +16,16 @@ credentials, command output and authorization-code logins:
 
 Values are kept in a `Store` behind `get`/`put`/`lock`, so that a fleet-wide store (Redis, with
 a lock held while one process fetches) can replace the in-process one without the refresher or
-the strategy changing. The store never looks inside a value.
+the strategy changing. The store never looks inside a value. With a shared store (`share`):
+
+- the process holding the fleet's lock fetches; the others poll the store for its value, try
+  the lock again now and then (a holder that died lets its lock lapse within FETCH_LOCK_TTL),
+  and fetch without it only after HOLDER_WAIT, so a request never waits on the fleet for longer;
+- a process that gets the lock first looks whether another one already stored a newer value,
+  and takes that instead of fetching: the fleet refreshes once per lifetime, not once per member;
+- each member's refresh time is moved earlier by a random part of the margin, so that one of
+  them (the earliest) refreshes and the rest find its value, instead of all of them racing for
+  the lock at the same instant.
 """
 
 from __future__ import annotations
@@ -48,9 +57,18 @@ PERMANENT_HOLDOFF = 900.0
 FORCED_REFRESH_INTERVAL = 30.0  # upstream refusals force at most one refresh this often
 MIN_REFRESH_INTERVAL = 1.0  # never refresh more often than this, whatever margin and lifetime say
 EXPIRY_GUARD = 5.0  # a value this close to expiry is not handed out: it could expire in flight
-FETCH_LOCK_TTL = 30.0  # seconds a fleet lock is held for one fetch before it lapses
+# A fleet lock lapses this long after its holder stops renewing it (a shared store renews it
+# while the fetch runs), so a holder that dies mid-fetch holds the others up for at most this.
+FETCH_LOCK_TTL = 5.0
 HOLDER_WAIT = 10.0  # seconds to wait for another process's fetch before fetching ourselves
-HOLDER_POLL = 0.1
+HOLDER_POLL = 0.1  # seconds between looks at the store while another process fetches
+LOCK_RETRY = 0.5  # seconds between attempts to take the lock while waiting for its holder
+# A stored value counts as another fetch's only when it expires this much later than ours:
+# fetches are at least MIN_REFRESH_INTERVAL apart, and a value read back carries float noise.
+NEWER_BY = 0.5
+# Fleet jitter: a member's refresh time moves earlier by up to this part of the margin (and by
+# no more than JITTER_CAP seconds), drawn anew for each value held.
+JITTER, JITTER_CAP = 0.25, 60.0
 OUTCOMES = ("success", "transient_error", "permanent_error")
 
 
@@ -138,6 +156,8 @@ class Refresher(Generic[V]):
         self._rng = rng or random.Random()
         self._store: Store[V] = store if store is not None else MemoryStore()
         self._key = key or name
+        self._adopted: Callable[[V], None] | None = None
+        self._jitter = 0.0
         self._held: _Held[V] | None = None
         self._started = False
         self._inflight: asyncio.Task[None] | None = None
@@ -154,11 +174,20 @@ class Refresher(Generic[V]):
 
     # --- life -------------------------------------------------------------------------------
 
+    def share(self, store: Store[V], key: str, *, adopted: Callable[[V], None] | None = None,
+              jitter: float = JITTER) -> None:
+        """Keep values in a store other processes use too (before `start`). `adopted(value)`
+        is told of each value taken from the store rather than fetched here, so the strategy
+        can take what it keeps beside the value (a refresh token, an identity id)."""
+        assert not self._started, "share() before start()"
+        self._store, self._key, self._adopted, self._jitter = store, key, adopted, jitter
+
     async def start(self) -> None:
         self._started = True
         stored = await self._store.get(self._key)
-        if stored is not None:
-            self._adopt(stored)
+        if stored is not None and not self._adopt(stored) and self._adopted is not None:
+            # Expired, but what came with it (a refresh token) may still be good.
+            self._adopted(stored.value)
         self._loop_task = asyncio.create_task(self._run(), name=f"refresh-{self.name}")
 
     async def close(self) -> None:
@@ -252,31 +281,51 @@ class Refresher(Generic[V]):
 
     async def _fetch(self) -> None:
         try:
-            async with self._store.lock(self._key, FETCH_LOCK_TTL) as ours:
-                if not ours and await self._await_holder():
+            deadline = self._clock.monotonic() + HOLDER_WAIT
+            while True:
+                async with self._store.lock(self._key, FETCH_LOCK_TTL) as ours:
+                    if ours:
+                        if not await self._newer_stored():
+                            await self._fetch_and_keep()
+                        return
+                    if self._clock.monotonic() >= deadline:
+                        log.info("credential %s: the fetch of another process did not deliver "
+                                 "in %.0f s; fetching here", self.name, HOLDER_WAIT)
+                        await self._fetch_and_keep()
+                        return
+                until = min(deadline, self._clock.monotonic() + LOCK_RETRY)
+                if await self._await_holder(until):
                     return
-                asked_at = self._clock.monotonic()
-                fetched = await self._fetcher()
-                if fetched.lifetime <= 0:
-                    raise ValueError("the value had expired when it was issued")
-                held = self._accept(fetched, asked_at)
-                await self._store.put(self._key, Stored(fetched.value, held.wall_expires))
         except Exception as e:  # the refresher must outlive any surprise
             # The type only: a message is the strategy's to scrub (classify) before it shows.
             log.debug("credential %s: fetch failed (%s)", self.name, type(e).__name__)
             self._failed(self._classify(e))
 
-    async def _await_holder(self) -> bool:
-        """Another process fetches: wait for its value; False when it does not come in time."""
+    async def _fetch_and_keep(self) -> None:
+        asked_at = self._clock.monotonic()
+        fetched = await self._fetcher()
+        if fetched.lifetime <= 0:
+            raise ValueError("the value had expired when it was issued")
+        held = self._accept(fetched, asked_at)
+        await self._store.put(self._key, Stored(fetched.value, held.wall_expires))
+
+    def _is_newer(self, stored: Stored[V] | None) -> bool:
         before = self._held.wall_expires if self._held else -math.inf
-        deadline = self._clock.monotonic() + HOLDER_WAIT
-        while self._clock.monotonic() < deadline:
+        return stored is not None and stored.expires_at > before + NEWER_BY
+
+    async def _newer_stored(self) -> bool:
+        """With the lock: has another process stored a newer value since ours? Then it
+        refreshed already (its schedule came first), and we take its value."""
+        stored = await self._store.get(self._key)
+        return stored is not None and self._is_newer(stored) and self._adopt(stored)
+
+    async def _await_holder(self, until: float) -> bool:
+        """Another process fetches: watch the store for its value until `until`."""
+        while self._clock.monotonic() < until:
             await self._clock.sleep(HOLDER_POLL)
             stored = await self._store.get(self._key)
-            if stored is not None and stored.expires_at > before and self._adopt(stored):
+            if stored is not None and self._is_newer(stored) and self._adopt(stored):
                 return True
-        log.info("credential %s: the fetch of another process did not deliver in %.0f s; "
-                 "fetching here", self.name, HOLDER_WAIT)
         return False
 
     def _accept(self, fetched: Fetched[V], asked_at: float) -> _Held[V]:
@@ -296,8 +345,12 @@ class Refresher(Generic[V]):
         left = stored.expires_at - self._clock.time()
         if left <= EXPIRY_GUARD:
             return False
-        self._hold(stored.value, now + left, left, now)
+        held = self._hold(stored.value, now + left, left, now)
+        if self._adopted is not None:
+            self._adopted(stored.value)
         self._wake.set()
+        log.info("credential %s: value from the shared cache, valid %.0f s, refresh in %.0f s",
+                 self.name, left, held.refresh_at - now)
         return True
 
     def _hold(self, value: V, expires: float, lifetime: float, now: float) -> _Held[V]:
@@ -308,10 +361,11 @@ class Refresher(Generic[V]):
             log.warning("credential %s: refresh_margin %g s is more than half the lifetime of "
                         "its value (%.0f s); refreshing %.0f s after each fetch", self.name,
                         margin, lifetime, max(lifetime - margin, MIN_REFRESH_INTERVAL))
+        early = self._rng.random() * min(margin * self._jitter, JITTER_CAP) if self._jitter else 0
         self._held = held = _Held(
             value=value, expires=expires,
             usable_until=expires - min(EXPIRY_GUARD, lifetime / 10),
-            refresh_at=max(expires - margin, now + MIN_REFRESH_INTERVAL),
+            refresh_at=max(expires - margin - early, now + MIN_REFRESH_INTERVAL),
             wall_expires=self._clock.time() + (expires - now))
         return held
 

@@ -20,7 +20,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from proxy.credentials import CredentialSource
+from proxy.credentials import CredentialSource, SharedCache
 from proxy.debug.history import History, StatusFilter, token_info
 from proxy.debug.inspector import Inspector
 from proxy.errors import error_response
@@ -30,9 +30,11 @@ class Metrics:
     """One registry per app, so tests and reloads never share counters by accident."""
 
     def __init__(self, sources: Callable[[], Mapping[str, CredentialSource]],
-                 connections: Callable[[], tuple[int, int]]) -> None:
+                 connections: Callable[[], tuple[int, int]],
+                 token_cache: Callable[[], SharedCache | None] = lambda: None) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_ConnectionCollector(connections))
+        self.registry.register(_TokenCacheCollector(token_cache))
         self.requests = Counter("authproxy_requests", "Requests by endpoint and status",
                                 ["endpoint", "status"], registry=self.registry)
         self.upstream_seconds = Histogram(
@@ -77,6 +79,39 @@ class _ConnectionCollector(Collector):
         yield family
 
 
+class _TokenCacheCollector(Collector):
+    """The fleet's shared cache (token_cache): whether Redis answers, and how the credentials
+    used it. Nothing is reported when token_cache is not set."""
+
+    def __init__(self, cache: Callable[[], SharedCache | None]) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[Any]:
+        cache = self.cache()
+        if cache is None:
+            return
+        status = cache.status()
+        up = GaugeMetricFamily("authproxy_token_cache_up",
+                               "1 while the shared token cache (Redis) answers", labels=["url"])
+        up.add_metric([status["url"]], 1.0 if status["state"] == "ok" else 0.0)
+        errors = CounterMetricFamily("authproxy_token_cache_errors",
+                                     "Shared token cache calls that failed or timed out",
+                                     labels=["operation"])
+        for op, count in status["errors"].items():
+            errors.add_metric([op], count)
+        families = {
+            "hits": "Reads of the shared token cache that found an entry which opened",
+            "misses": "Reads of the shared token cache that found no entry",
+            "undecryptable": "Shared entries ignored: they did not decrypt or parse",
+            "lock_waits": "Fetches that found another process holding the fleet's lock"}
+        per = {k: CounterMetricFamily(f"authproxy_token_cache_{k}", text, labels=["credential"])
+               for k, text in families.items()}
+        for name, counts in status["credentials"].items():
+            for k, family in per.items():
+                family.add_metric([name], counts.get(k, 0))
+        yield from (up, errors, *per.values())
+
+
 class _CredentialCollector(Collector):
     def __init__(self, sources: Callable[[], Mapping[str, CredentialSource]]) -> None:
         self.sources = sources
@@ -103,9 +138,11 @@ class _CredentialCollector(Collector):
 class Admin:
     def __init__(self, metrics: Metrics,
                  sources_in_use: Callable[[], Mapping[str, CredentialSource]],
-                 history: History | None) -> None:
+                 history: History | None,
+                 token_cache: Callable[[], SharedCache | None] = lambda: None) -> None:
         self.metrics = metrics
         self.sources_in_use = sources_in_use
+        self.token_cache = token_cache
         self.history = history
         self.routes: dict[str, Callable[[web.BaseRequest], web.StreamResponse]] = {
             "/healthz": self.healthz, "/readyz": self.readyz, "/metrics": self.prometheus,
@@ -136,6 +173,14 @@ class Admin:
             body["reason"] = "; ".join(
                 f"{n}: {creds[n].get('last_error') or creds[n].get('state', 'not ready')}"
                 for n in not_ready)
+        cache = self.token_cache()
+        if cache is not None:
+            # Degraded, not down: each process serves from its own cache meanwhile, so the
+            # answer stays what the credentials make it.
+            shared = body["token_cache"] = cache.status()
+            if shared["state"] == "degraded":
+                body["degraded"] = [f"token_cache: {shared['url']} {shared['last_error']}; "
+                                    "each process uses its own cache"]
         return _json(200 if ok else 503, body)
 
     def credentials(self, request: web.BaseRequest) -> web.Response:

@@ -235,6 +235,49 @@ def test_a_fleet_signs_in_once_refreshes_once_per_lifetime_and_redis_sees_no_sec
             assert secret.removeprefix("Bearer ") not in sp.log()
 
 
+def test_a_fleet_runs_a_command_once_per_lifetime_and_redis_holds_its_output_sealed(
+        world: World) -> None:
+    runs = world.tmp / "runs"
+    script = world.tmp / "vault.py"
+    # A vault CLI stand-in: a fresh token each run, LIFETIME seconds long; each run noted.
+    script.write_text(f"""#!/usr/bin/env python3
+import json, secrets
+with open({str(runs)!r}, "a") as f:
+    f.write("run\\n")
+print(json.dumps({{"token": "vault-" + secrets.token_hex(16), "expires_in": {LIFETIME}}}))
+""")
+    script.chmod(0o755)
+    text = (f"credentials:\n  vault:\n    type: command\n    command: [{script}]\n"
+            f"    format: json\n    prefix: 'Bearer '\n    refresh_margin: {MARGIN}\n"
+            f'endpoints:\n  - {{name: api, endpoint: "{world.apigw.url}/Development", '
+            "auth: vault}\n"
+            f"token_cache:\n  url: {world.redis.url}\n  encryption_key: {KEY}\n"
+            f"  timeout: {TIMEOUT}\n")
+    first = world.member(text)
+    get(first, "/api/x", 5)
+    t0 = time.monotonic()
+    members = [first, world.member(text), world.member(text)]
+    tokens: set[str] = set()
+    while time.monotonic() - t0 < 2 * LIFETIME - MARGIN:
+        for sp in members:
+            tokens.add(auth(get(sp, "/api/x", 3.0)))
+        time.sleep(0.3)
+    elapsed = time.monotonic() - t0
+    ran = len(runs.read_text().splitlines())
+    # Once at the start for the three of them, then about once per lifetime for the fleet.
+    most = math.floor(elapsed / (LIFETIME - MARGIN * (1 + JITTER))) + 1
+    assert 1 < ran <= most + 1, (ran, elapsed)
+    assert len(tokens) == ran  # every value that went upstream was the fleet's one
+    dump = world.redis.dump()
+    assert len(dump) == 1
+    for value in dump.values():
+        for token in tokens:
+            assert token.removeprefix("Bearer ").encode() not in value
+    for sp in members:
+        assert sp.stop() == 0
+        assert not any(t.removeprefix("Bearer ") in sp.log() for t in tokens)
+
+
 # --- single flight across the fleet -----------------------------------------------------------
 
 def test_the_lock_is_renewed_while_a_slow_fetch_runs_and_the_others_wait_for_it(

@@ -37,6 +37,7 @@ from proxy.config import CommandCredential
 from proxy.credentials.base import CredentialSource, Description, Headers, Outgoing
 from proxy.credentials.clock import Clock, SystemClock
 from proxy.credentials.refresh import Failure, Fetched, Refresher
+from proxy.credentials.shared import Codec, SharedSlot
 from proxy.jwt import human_delta, parse
 from proxy.secret import Secret
 
@@ -111,6 +112,11 @@ class CommandSource(CredentialSource):
         self._last_exit: int | str | None = None
 
     # --- the CredentialSource protocol -------------------------------------------------------
+
+    def share(self, slot: SharedSlot) -> None:
+        # A fleet runs the command once per lifetime, not once per member: what it printed is
+        # kept (encrypted) in the fleet's cache like any token.
+        self._core.share(slot.store(_CODEC), slot.key(_CODEC))
 
     async def start(self, session: aiohttp.ClientSession) -> None:
         await self._core.start()
@@ -263,6 +269,18 @@ class CommandSource(CredentialSource):
 
     def _headers(self, value: CommandValue) -> Headers:
         return ((self._cfg.header, self._cfg.prefix + value.token.reveal()),)
+
+
+def _encode(value: CommandValue) -> dict[str, Any]:
+    return {"token": value.token.reveal(), "expires_at": value.expires_at,
+            "expiry_from": value.expiry_from}
+
+
+def _decode(d: dict[str, Any]) -> CommandValue:
+    return CommandValue(Secret(str(d["token"])), float(d["expires_at"]), str(d["expiry_from"]))
+
+
+_CODEC: Codec[CommandValue] = Codec("command-output/1", _encode, _decode)
 
 
 # --- reading what it printed -----------------------------------------------------------------

@@ -81,6 +81,7 @@ def test_bash_completes_commands_flags_choices_and_names(config: Path) -> None:
     assert _bash_complete("authproxy serve --log-l", tmp) == ["--log-level"]
     assert _bash_complete("authproxy serve --log-level w", tmp) == ["warning"]
     assert _bash_complete("authproxy token --format ", tmp) == ["env", "credential-process"]
+    assert _bash_complete("authproxy check --format ", tmp) == ["text", "json"]
     assert _bash_complete(f"authproxy token -c {config} ", tmp) == ["user-pool", "api-key"]
     assert _bash_complete(f"authproxy login -c {config} us", tmp) == ["user-pool"]
     assert _bash_complete(f"authproxy explain -c {config} -X POST /v", tmp) == ["/v2/shop/"]

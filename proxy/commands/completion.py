@@ -80,14 +80,18 @@ def _words(items: Any) -> str:
 
 def _bash(commands: list[_Command]) -> str:
     valued = sorted({o for c in commands for o in c.valued()})
+    # A flag's choices depend on the command (check --format text|json, token --format
+    # env|credential-process): the case is on "command:flag".
     choice_cases = []
-    seen: set[str] = set()
+    free: set[str] = set()  # flags whose value is anything: nothing to offer
     for c in commands:
-        for opts, _, choices, _ in c.flags:
-            if choices and opts[0] not in seen:
-                seen.update(opts)
-                choice_cases.append(f"        {'|'.join(opts)}) COMPREPLY=($(compgen -W "
-                                    f"{shlex.quote(_words(choices))} -- \"$cur\")); return ;;")
+        for opts, _, choices, takes in c.flags:
+            if choices:
+                choice_cases.append(f"        {'|'.join(f'{c.name}:{o}' for o in opts)}) "
+                                    f"COMPREPLY=($(compgen -W {shlex.quote(_words(choices))} "
+                                    "-- \"$cur\")); return ;;")
+            elif takes and opts[0] not in ("-c", "--config"):
+                free.update(f"{c.name}:{o}" for o in opts)
     option_cases = [f"        {c.name}) opts={shlex.quote(_words(c.options()))} ;;"
                     for c in commands]
     positional_cases = [f"        {cmd}) words=$(authproxy completion --list {what} "
@@ -116,8 +120,10 @@ _authproxy() {{
     case $prev in
         -c|--config) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur"))
             return ;;
+    esac
+    case $cmd:$prev in
 {chr(10).join(choice_cases)}
-        {'|'.join(o for o in valued if o not in ('-c', '--config') and o not in seen)}) return ;;
+        {'|'.join(sorted(free))}) return ;;
     esac
     case $cmd in
 {chr(10).join(option_cases)}

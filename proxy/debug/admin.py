@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from proxy.credentials import CredentialSource, SharedCache
+from proxy.debug.har import har
 from proxy.debug.history import History, StatusFilter, token_info
 from proxy.debug.inspector import Inspector
 from proxy.errors import error_response
@@ -149,6 +150,7 @@ class Admin:
             "/api/credentials": self.credentials}
         if history is not None:
             self.routes["/api/exchanges"] = self.exchanges
+            self.routes["/api/exchanges.har"] = self.exchanges_har
             self.routes.update(Inspector().routes())
 
     def handle(self, request: web.BaseRequest, sub: str) -> web.StreamResponse:
@@ -196,6 +198,26 @@ class Admin:
     def exchanges(self, request: web.BaseRequest) -> web.Response:
         """?since=ID (newer only, for polling) &limit=N &endpoint=a,b &status=401,5xx &q=text"""
         assert self.history is not None
+        found = self._query(request)
+        if isinstance(found, web.Response):
+            return found
+        return _json(200, {"exchanges": found, "last_id": self.history.counter,
+                           "capacity": self.history.capacity,
+                           "endpoints": self.history.endpoints()})
+
+    def exchanges_har(self, request: web.BaseRequest) -> web.Response:
+        """The same exchanges (same filters) as a HAR 1.2 file, to download."""
+        found = self._query(request)
+        if isinstance(found, web.Response):
+            return found
+        origin = f"{request.scheme}://{request.headers.get('Host', 'localhost')}"
+        resp = _json(200, har(found, origin))
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        resp.headers["Content-Disposition"] = f'attachment; filename="authproxy-{stamp}.har"'
+        return resp
+
+    def _query(self, request: web.BaseRequest) -> list[dict[str, Any]] | web.Response:
+        assert self.history is not None
         q = request.query
         try:
             since, limit = int(q.get("since", "0")), int(q.get("limit", "0"))
@@ -206,12 +228,9 @@ class Admin:
         except ValueError as e:
             return error_response(400, "bad_request", str(e))
         names = {n.strip() for v in q.getall("endpoint", []) for n in v.split(",") if n.strip()}
-        found = self.history.query(since=since, endpoints=frozenset(names) if names else None,
-                                   statuses=statuses, text=q.get("q") or None,
-                                   limit=limit if limit > 0 else None)
-        return _json(200, {"exchanges": found, "last_id": self.history.counter,
-                           "capacity": self.history.capacity,
-                           "endpoints": self.history.endpoints()})
+        return self.history.query(since=since, endpoints=frozenset(names) if names else None,
+                                  statuses=statuses, text=q.get("q") or None,
+                                  limit=limit if limit > 0 else None)
 
     def prometheus(self, request: web.BaseRequest) -> web.Response:
         resp = web.Response(body=generate_latest(self.metrics.registry))

@@ -348,6 +348,13 @@
   function onFilterChange() {
     resetExchanges();
     pollExchanges();
+    updateHarLink();
+  }
+
+  // The HAR download takes the filters in use, so it holds what the list shows.
+  function updateHarLink() {
+    const q = filterQuery().toString();
+    $("har").setAttribute("href", "api/exchanges.har" + (q ? "?" + q : ""));
   }
 
   function debounce(fn, wait) {
@@ -356,6 +363,7 @@
   }
 
   function start() {
+    updateHarLink();
     $("f-endpoint").addEventListener("change", onFilterChange);
     $("f-status").addEventListener("input", debounce(onFilterChange, 300));
     $("f-text").addEventListener("input", debounce(onFilterChange, 300));

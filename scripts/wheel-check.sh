@@ -40,6 +40,12 @@ where = pathlib.Path(proxy.__file__).resolve()
 sys.exit(0 if pathlib.Path(sys.prefix).resolve() in where.parents else 1)
 PY
 
+step "pipx install of the wheel (the README's first way to install)"
+"$W/build-env/bin/pip" install -q pipx
+PIPX_HOME="$W/pipx" PIPX_BIN_DIR="$W/pipx-bin" PIPX_MAN_DIR="$W/pipx-man" \
+  "$W/build-env/bin/pipx" install -q "$wheel" >/dev/null
+"$W/pipx-bin/authproxy" --version | grep -q "^authproxy " || fail "pipx's authproxy does not run"
+
 step "authproxy demo --once"
 out=$("$AP" demo --once --port 0 2>&1) || { echo "$out" >&2; fail "authproxy demo --once"; }
 grep -q -- "-> 200;" <<<"$out" || { echo "$out" >&2; fail "the demo showed no 200"; }

@@ -291,9 +291,11 @@ class Proxy:
         tunnel = ex.tunnel if ex else None
         if tunnel is not None:
             extra["websocket"] = {"bytes_up": tunnel.bytes_up, "bytes_down": tunnel.bytes_down,
-                                  "closed_by": tunnel.closed_by}
+                                  "closed_by": tunnel.closed_by,
+                                  "close_code": tunnel.close_code}
             text += (f" websocket up={tunnel.bytes_up}B down={tunnel.bytes_down}B "
-                     f"closed_by={tunnel.closed_by}")
+                     f"closed_by={tunnel.closed_by}"
+                     + (f" code={tunnel.close_code}" if tunnel.close_code else ""))
         if ex:
             text += f" id={ex.request_id}" + (f" amzn={ex.amzn_request_id}"
                                                 if ex.amzn_request_id else "")

@@ -269,7 +269,8 @@ def curl(e: _Entry, received: Headers, also: frozenset[str] = frozenset()) -> st
 
 def _websocket(t: Tunnel) -> dict[str, Any]:
     return {"open": not t.done.done(), "bytes_up": t.bytes_up, "bytes_down": t.bytes_down,
-            "closed_by": t.closed_by, "error": t.error, "opened_at": t.started,
+            "closed_by": t.closed_by, "close_code": t.close_code, "error": t.error,
+            "opened_at": t.started,
             "closed_at": t.ended}
 
 

@@ -14,9 +14,11 @@ connection or an error on either side closes the other; `idle_timeout` of silenc
 drain or the proxy itself close both. A close flushes what is buffered, but a peer that does not
 read it for CLOSE_GRACE seconds is cut off (abort), so no socket outlives the tunnel for long.
 
-Frames are not parsed, so a tunnel closed by the proxy (idle, drain) ends with a plain TCP
-close rather than a WebSocket close frame: a close frame can only be sent between frames, and
-knowing where those are would mean parsing every frame header on the hot path.
+Frames are never decoded or re-encoded, but their headers are followed (a few byte reads per
+frame, payloads skipped by length): so the tunnel knows which side sent the first close frame,
+and with which code (the access log's "who closed"), and where each direction's frames begin.
+A tunnel the proxy closes (idle_timeout, drain) therefore sends each side a going-away close
+frame (1001) where that direction is between frames, then closes the connections.
 
 The client's side belongs to aiohttp's request handler until the switch (`ClientConnection.
 take_over`); its `connection_lost` is handed back to that handler, so aiohttp's bookkeeping ends
@@ -35,9 +37,17 @@ CLOSE_GRACE = 5.0  # seconds a closing side may take to flush before it is abort
 HALF_CLOSE_LINGER = 10.0  # seconds the other direction may go on after one side's EOF
 
 
+GOING_AWAY = 1001
+_TO_CLIENT_GOING_AWAY = b"\x88\x02" + GOING_AWAY.to_bytes(2, "big")  # unmasked (server's)
+# Frames to a server must be masked (RFC 6455 5.3); a fixed key does, it only has to be there.
+_MASK = b"\x5a\xa5\x3c\xc3"
+_TO_UPSTREAM_GOING_AWAY = b"\x88\x82" + _MASK + bytes(
+    b ^ m for b, m in zip(GOING_AWAY.to_bytes(2, "big"), _MASK, strict=False))
+
+
 class _Side(asyncio.Protocol):
     __slots__ = ("tunnel", "name", "transport", "peer", "received", "eof", "lost", "_sent_eof",
-                 "passes_lost_to", "_keeps_open")
+                 "passes_lost_to", "_keeps_open", "_skip", "_partial")
 
     def __init__(self, tunnel: Tunnel, name: str, transport: asyncio.Transport,
                  passes_lost_to: asyncio.BaseProtocol | None = None) -> None:
@@ -52,12 +62,51 @@ class _Side(asyncio.Protocol):
         self.passes_lost_to = passes_lost_to
         # A TLS transport cannot stay half-open (asyncio warns when asked to)
         self._keeps_open = transport.can_write_eof()
+        self._skip = 0  # payload bytes of the current frame still to come from this side
+        self._partial = b""  # the start of a frame header split across reads
+
+    @property
+    def between_frames(self) -> bool:
+        return self._skip == 0 and not self._partial
+
+    def _frames(self, data: bytes) -> None:
+        """Follows frame headers (RFC 6455 5.2) across reads: payloads are skipped by length."""
+        skip = self._skip
+        n = len(data)
+        if skip >= n:
+            self._skip = skip - n
+            return
+        if self._partial:
+            data, n, skip = self._partial + data[skip:], n - skip + len(self._partial), 0
+            self._partial = b""
+        pos = skip
+        while n - pos >= 2:
+            second = data[pos + 1]
+            length = second & 0x7F
+            head = 2 + (2 if length == 126 else 8 if length == 127 else 0) + (
+                4 if second & 0x80 else 0)
+            if n - pos < head:
+                break
+            if length == 126:
+                length = int.from_bytes(data[pos + 2:pos + 4], "big")
+            elif length == 127:
+                length = int.from_bytes(data[pos + 2:pos + 10], "big")
+            if data[pos] & 0x0F == 8:  # a close frame
+                self.tunnel.close_frame(self, _close_code(data, pos, head, length, second))
+            pos += head + length
+        if pos > n:
+            self._skip = pos - n
+        else:
+            self._skip = 0
+            if pos < n:
+                self._partial = data[pos:]
 
     # --- asyncio callbacks ------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
         self.tunnel.last = self.tunnel.clock()
+        self._frames(data)
         peer = self.peer
         if not (peer.lost or peer._sent_eof or peer.transport.is_closing()):
             peer.transport.write(data)
@@ -107,6 +156,16 @@ class _Side(asyncio.Protocol):
             self.transport.abort()
 
 
+def _close_code(data: bytes, pos: int, head: int, length: int, second: int) -> int | None:
+    if length < 2 or len(data) < pos + head + 2:
+        return None  # no code, or its bytes are in a later read
+    code = data[pos + head:pos + head + 2]
+    if second & 0x80:
+        mask = data[pos + head - 4:pos + head - 2]
+        code = bytes(b ^ m for b, m in zip(code, mask, strict=True))
+    return int.from_bytes(code, "big")
+
+
 class Tunnel:
     """One client <-> upstream byte tunnel. `done` resolves once both sockets are closed."""
 
@@ -121,7 +180,10 @@ class Tunnel:
         self.started = time.time()
         self.ended: float | None = None
         self.last = loop.time()
-        self.closed_by: str | None = None  # client, upstream, idle_timeout, drain, proxy
+        # Who ended it: the side that sent the first close frame, or whose connection ended
+        # first (client, upstream), or the proxy's reason (idle_timeout, drain, proxy).
+        self.closed_by: str | None = None
+        self.close_code: int | None = None  # of that first close frame
         self.error: str | None = None
         self.done: asyncio.Future[None] = loop.create_future()
         self.client = _Side(self, "client", client, client_protocol)
@@ -159,11 +221,26 @@ class Tunnel:
     # --- closing ----------------------------------------------------------------------------
 
     def close(self, why: str, error: str | None = None) -> None:
-        """Ends the tunnel from the proxy's side (idle_timeout, drain, proxy)."""
+        """Ends the tunnel from the proxy's side (idle_timeout, drain, proxy): a going-away
+        close frame to each side that is between frames, then the connections close."""
+        if self.closed_by is None:
+            self.close_code = GOING_AWAY
         self._end_by(why, error)
+        for side, frame in ((self.client, _TO_CLIENT_GOING_AWAY),
+                            (self.upstream, _TO_UPSTREAM_GOING_AWAY)):
+            # What this side receives comes from its peer: a frame may start here only where
+            # the peer's last frame ended.
+            if side.peer.between_frames and not (side.lost or side._sent_eof
+                                                 or side.transport.is_closing()):
+                side.transport.write(frame)
         self.client.close()
         self.upstream.close()
         self._arm_abort()
+
+    def close_frame(self, side: _Side, code: int | None) -> None:
+        if self.closed_by is None:
+            self.close_code = code
+        self._end_by(side.name, None)
 
     def abort(self, why: str) -> None:
         self._end_by(why, None)
@@ -193,7 +270,6 @@ class Tunnel:
         if self.closed_by is None:
             self.closed_by = who
             self.error = error
-            self.ended = time.time()
 
     def _arm_abort(self) -> None:
         self._rearm(CLOSE_GRACE, abort=True)
@@ -225,6 +301,7 @@ class Tunnel:
 
     def _check_done(self) -> None:
         if self.client.lost and self.upstream.lost and not self.done.done():
+            self.ended = time.time()
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None

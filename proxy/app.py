@@ -234,18 +234,22 @@ class Proxy:
         hs = rt.handshakes[endpoint]
         injected = hs.source.header_name if hs.source is not None else None
         ex = Exchange()
-        history = self.history
+        history, metrics = self.history, self.metrics
+        handshaking = [True]  # an open tunnel is no request in flight: counted until the 101
 
         def opened(ex: Exchange) -> None:
+            metrics.in_flight -= 1
+            handshaking[0] = False
             if history is not None:
                 history.add(request, ex, endpoint, 101,
                             (time.perf_counter() - started) * 1000, injected)
-        self.metrics.in_flight += 1
+        metrics.in_flight += 1
         try:
             resp = await open_tunnel(request, self.pool, hs, rest, query, ex, self.tunnels,
                                      opened)
         finally:
-            self.metrics.in_flight -= 1
+            if handshaking[0]:
+                metrics.in_flight -= 1
         return self._done(request, resp, endpoint, started, ex, origin, injected)
 
     def _done(self, request: web.BaseRequest, resp: web.StreamResponse, endpoint: str,

@@ -525,7 +525,7 @@ def _endpoint_url(value: str) -> str | None:
         if value[:len(ws)].lower() == ws:
             value = http + value[len(ws):]
     problem = _url(value)
-    return problem and problem.replace("an http(s) URL", "an http(s) or ws(s) URL")
+    return problem and problem.replace("an http(s) URL", "an http(s) URL (or ws/wss)")
 
 
 def _endpoint(v: _Validator, i: int, data: Any, creds: Mapping[str, Any]) -> Endpoint | None:

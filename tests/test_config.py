@@ -287,7 +287,7 @@ endpoints:
     text = str(e.value)
     assert "endpoints[0].token_query: needs a credential whose value can go in the query: an " \
            "iam credential presigns the handshake URL itself" in text
-    assert "endpoints[1].endpoint: must be an http(s) or ws(s) URL" in text
+    assert "endpoints[1].endpoint: must be an http(s) URL (or ws/wss) without query" in text
     assert "endpoints[1].idle_timeout" in text
     assert "endpoints[2].token_query: must be a query parameter name" in text
     assert "endpoints[3].token_query" in text and "auth: none" in text

@@ -369,6 +369,7 @@ async def test_access_log_inspector_and_metrics_show_each_websocket(
         assert "***" in sent["Sec-WebSocket-Key"]  # its name says key: redacted too
         metrics = await admin(sp, "/metrics")
         assert "authproxy_websocket_tunnels_open 1.0" in metrics
+        assert "authproxy_in_flight_requests 0.0" in metrics  # a tunnel is no request
         await ws.close()
     line = await access_line(sp, "/ws/seen")
     assert (line["endpoint"], line["status"]) == ("ws", 101)
@@ -408,3 +409,28 @@ async def test_sigterm_closes_open_tunnels_after_drain_timeout(
     line = await access_line(sp, "/ws/draining")
     assert line["websocket"]["closed_by"] == "drain"
     await eventually(lambda: up.ws_open == 0)
+
+
+async def test_a_401_on_the_handshake_refreshes_the_credential_once_and_retries(
+        fake: Callable[..., FakeApiGateway], serve: Serve, background: BackgroundLoop,
+        tmp_path: Path) -> None:
+    cognito = FakeCognito()
+    background.run(cognito.start())
+    try:
+        pool = make_pool(cognito)
+        up = fake()
+        sp = serve(pool.config(f"{up.url}", extra=""), env={"XDG_CACHE_HOME": str(tmp_path)})
+        async with aiohttp.ClientSession() as s:
+            async with s.ws_connect(ws_url(sp, "/api/one")) as ws:
+                await ws.send_str("first")
+                assert (await ws.receive()).data == "first"
+            first = up.seen[-1].header("Authorization")
+            assert first and first.startswith("Bearer eyJ")
+            up.reject.add(first)  # as if API Gateway now found it revoked
+            async with s.ws_connect(ws_url(sp, "/api/two")) as ws:
+                await ws.send_str("second")
+                assert (await ws.receive()).data == "second"
+        tries = [x for x in up.seen if x.raw_path == "/Development/two"]
+        assert [t.header("Authorization") == first for t in tries] == [True, False]
+    finally:
+        background.run(cognito.stop())

@@ -33,11 +33,13 @@ from proxy.forward import Exchange, Inject, forward, framing_problem, header_lis
 from proxy.guard import Guard
 from proxy.http.client_conn import SUPPORTED_VERSIONS, ProxyServer, request_id, version_refusal
 from proxy.http.respond import Relay
+from proxy.http.tunnel import Tunnels
 from proxy.http.upstream import Pool
 from proxy.log import access as log_access
 from proxy.log import access_log, redact_headers
 from proxy.rules import RuleTable
 from proxy.target import Upstream
+from proxy.websocket import Handshake, handshake_problem, is_handshake, open_tunnel
 
 log = logging.getLogger("authproxy")
 
@@ -52,6 +54,7 @@ class Runtime:
     guard: Guard
     cors: CorsPolicy
     admin_prefix: str
+    handshakes: dict[str, Handshake]  # by endpoint name: how its credential goes on a WebSocket
 
 
 def build_runtime(config: Config, keep: dict[str, CredentialSource] | None = None,
@@ -75,7 +78,10 @@ def build_runtime(config: Config, keep: dict[str, CredentialSource] | None = Non
     return Runtime(config=config, rules=RuleTable(config.endpoints), upstreams=upstreams,
                    sources=sources,
                    in_use={ep.auth: sources[ep.auth] for ep in config.endpoints if ep.auth},
-                   guard=guard, cors=CorsPolicy(config.cors), admin_prefix=config.admin.prefix)
+                   guard=guard, cors=CorsPolicy(config.cors), admin_prefix=config.admin.prefix,
+                   handshakes={ep.name: Handshake(upstreams[ep.name],
+                                                  sources[ep.auth] if ep.auth else None)
+                               for ep in config.endpoints})
 
 
 def target_problem(path: str) -> str | None:
@@ -99,9 +105,10 @@ class Proxy:
         self.port: int | None = None
         self.session: aiohttp.ClientSession | None = None  # for the credentials' own calls
         self.pool = Pool(idle_timeout=30)  # for forwarding
+        self.tunnels = Tunnels()  # open WebSocket tunnels
         self.metrics = Metrics(lambda: self.rt.in_use,
                                lambda: (self.pool.active, self.pool.idle_count),
-                               lambda: self.token_cache)
+                               lambda: self.token_cache, self.tunnels)
         admin = config.admin
         self.history = History(admin.history) if admin.inspector and admin.history else None
         self.admin = Admin(self.metrics, lambda: self.rt.in_use, self.history,
@@ -125,6 +132,7 @@ class Proxy:
         await asyncio.gather(*(s.start(self.session) for s in self.rt.sources.values()))
 
     async def close(self) -> None:
+        self.tunnels.abort_all("proxy")  # what a drain left open
         await asyncio.gather(*(s.close() for s in self.rt.sources.values()))
         if self.token_cache is not None:
             await self.token_cache.close()
@@ -183,6 +191,9 @@ class Proxy:
                 f"try `authproxy explain {path}`"), "-", started, None, origin)
         ep = match.endpoint
         up = rt.upstreams[ep.name]
+        if "Upgrade" in request.headers and is_handshake(request):
+            return await self._websocket(request, rt, ep.name, match.rest, query, started,
+                                         origin)
         inject = replay = sign = None
         injected = None
         body_limit = 0
@@ -230,6 +241,35 @@ class Proxy:
             self.metrics.in_flight -= 1
         return self._done(request, resp, ep.name, started, ex, None, injected)
 
+    async def _websocket(self, request: web.BaseRequest, rt: Runtime, endpoint: str, rest: str,
+                         query: str, started: float, origin: str | None) -> web.StreamResponse:
+        """A WebSocket handshake: forwarded with the credential on it, then a tunnel until
+        either side closes; logged (and counted) once it is over."""
+        problem = handshake_problem(request)
+        if problem:
+            return self._done(request, error_response(400, "bad_request", problem), endpoint,
+                              started, None, origin)
+        hs = rt.handshakes[endpoint]
+        injected = hs.source.header_name if hs.source is not None else None
+        ex = Exchange()
+        history, metrics = self.history, self.metrics
+        handshaking = [True]  # an open tunnel is no request in flight: counted until the 101
+
+        def opened(ex: Exchange) -> None:
+            metrics.in_flight -= 1
+            handshaking[0] = False
+            if history is not None:
+                history.add(request, ex, endpoint, 101,
+                            (time.perf_counter() - started) * 1000, injected)
+        metrics.in_flight += 1
+        try:
+            resp = await open_tunnel(request, self.pool, hs, rest, query, ex, self.tunnels,
+                                     opened)
+        finally:
+            if handshaking[0]:
+                metrics.in_flight -= 1
+        return self._done(request, resp, endpoint, started, ex, origin, injected)
+
     def _done(self, request: web.BaseRequest, resp: web.StreamResponse, endpoint: str,
               started: float, ex: Exchange | None, origin: str | None = None,
               injected: str | None = None) -> web.StreamResponse:
@@ -239,10 +279,15 @@ class Proxy:
             if origin:
                 # Let an allowed page read the proxy's own errors too.
                 resp.headers.extend(self.rt.cors.response_headers(origin))
+            if "Upgrade" in request.headers:
+                # What the client sent behind an upgrade it was refused was meant for another
+                # protocol: it is never read as further requests.
+                resp.force_close()
         status = ex.status if ex else resp.status
         total_ms = (time.perf_counter() - started) * 1000
         self.metrics.observe(endpoint, status, ex.upstream_ms if ex else None)
-        if self.history is not None:
+        if self.history is not None and (ex is None or ex.tunnel is None):
+            # (a tunnel's record went in when it opened, and follows it until it closes)
             self.history.add(request, ex, endpoint, status, total_ms, injected, resp)
         if access_log.isEnabledFor(logging.INFO):
             self._log(request, endpoint, status, total_ms, ex, resp)
@@ -265,6 +310,14 @@ class Proxy:
             extra["error"] = error
         text = (f'"{request.method} {path}" {endpoint} {status} '
                 f"upstream={_ms(up_ms)} total={_ms(total_ms)}")
+        tunnel = ex.tunnel if ex else None
+        if tunnel is not None:
+            extra["websocket"] = {"bytes_up": tunnel.bytes_up, "bytes_down": tunnel.bytes_down,
+                                  "closed_by": tunnel.closed_by,
+                                  "close_code": tunnel.close_code}
+            text += (f" websocket up={tunnel.bytes_up}B down={tunnel.bytes_down}B "
+                     f"closed_by={tunnel.closed_by}"
+                     + (f" code={tunnel.close_code}" if tunnel.close_code else ""))
         if ex:
             text += f" id={ex.request_id}" + (f" amzn={ex.amzn_request_id}"
                                                 if ex.amzn_request_id else "")

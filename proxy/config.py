@@ -132,6 +132,8 @@ class Endpoint:
     timeout: float = 30.0  # total seconds per upstream exchange
     connect_timeout: float = 5.0
     tls_verify: bool | str = True  # or a CA bundle path
+    idle_timeout: float = 600.0  # WebSocket tunnels: seconds of silence before one is closed
+    token_query: str | None = None  # WebSocket handshakes: the credential in this query parameter
 
 
 @dataclass(frozen=True)
@@ -660,7 +662,19 @@ def _argv(v: _Validator, s: _Section) -> tuple[str, ...]:
 
 
 _ENDPOINT_KEYS = ("name", "endpoint", "auth", "prefix", "host", "client_header", "set_headers",
-                  "remove_headers", "timeout", "connect_timeout", "tls_verify")
+                  "remove_headers", "timeout", "connect_timeout", "tls_verify", "idle_timeout",
+                  "token_query")
+# A WebSocket API may be written as such; it is reached as https/http (the handshake is an
+# HTTP request), so the scheme is kept in its HTTP form from here on.
+_WS_SCHEMES = {"wss://": "https://", "ws://": "http://"}
+
+
+def _endpoint_url(value: str) -> str | None:
+    for ws, http in _WS_SCHEMES.items():
+        if value[:len(ws)].lower() == ws:
+            value = http + value[len(ws):]
+    problem = _url(value)
+    return problem and problem.replace("an http(s) URL", "an http(s) URL (or ws/wss)")
 
 
 def _endpoint(v: _Validator, i: int, data: Any, creds: Mapping[str, Any]) -> Endpoint | None:
@@ -670,7 +684,10 @@ def _endpoint(v: _Validator, i: int, data: Any, creds: Mapping[str, Any]) -> End
     s.require("endpoint")
     name = s.get("name", str, "", lambda n: None if re.fullmatch(r"[\w.~-]+", n) else
                  "may hold only letters, digits and . _ ~ -")
-    url = s.get("endpoint", str, "", _url).rstrip("/")
+    url = s.get("endpoint", str, "", _endpoint_url).rstrip("/")
+    for ws, http in _WS_SCHEMES.items():
+        if url[:len(ws)].lower() == ws:
+            url = http + url[len(ws):]
     auth = s.get("auth", str, "none")
     if auth != "none" and auth not in creds:
         v.error(s.sub("auth"), f"unknown credential {auth!r}"
@@ -705,7 +722,11 @@ def _endpoint(v: _Validator, i: int, data: Any, creds: Mapping[str, Any]) -> End
         remove_headers=remove_headers,
         timeout=s.get("timeout", float, 30.0, _positive),
         connect_timeout=s.get("connect_timeout", float, 5.0, _positive),
-        tls_verify=tls)
+        tls_verify=tls,
+        idle_timeout=s.get("idle_timeout", float, 600.0, _positive),
+        token_query=s.get("token_query", str, None, lambda q: None if re.fullmatch(
+            r"[A-Za-z0-9_.~-]+", q) else "must be a query parameter name (letters, digits, "
+            f"_ . ~ -), got {q!r}"))
 
 
 _SIGNATURE_HEADERS = frozenset({"authorization", "x-amz-date", "x-amz-security-token"})
@@ -768,6 +789,10 @@ def _validate(data: Any, v: _Validator, source: str) -> Config:
                                                     or _EXECUTE_API.search(host)):
             v.error(f"endpoints[{i}].auth", f"credential {cred.name!r} signs with SigV4 and "
                     f"{host} names no region: set credentials.{cred.name}.region")
+        if ep.token_query is not None and (ep.auth is None or isinstance(cred, IamCredential)):
+            v.error(f"endpoints[{i}].token_query", "needs a credential whose value can go in "
+                    "the query: " + ("an iam credential presigns the handshake URL itself"
+                                     if cred else "this endpoint has auth: none"))
         if isinstance(cred, IamCredential):
             for header, _ in ep.set_headers:
                 if header.lower() in _SIGNATURE_HEADERS:

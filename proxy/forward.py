@@ -24,6 +24,7 @@ from proxy.errors import error_response
 from proxy.http.client_conn import new_request_id, request_id
 from proxy.http.respond import Relay, bodiless
 from proxy.http.spool import EMPTY_SHA256, BodyTooLarge, SpooledBody
+from proxy.http.tunnel import Tunnel
 from proxy.http.upstream import Answer, Pool, UpstreamError
 from proxy.target import FRAMING, HOP_BY_HOP, Upstream, connection_tokens
 
@@ -47,13 +48,17 @@ class Exchange:
     hint: str | None = None  # why API Gateway refused, when its answer says so
     replayed: bool = False  # a 401 made the credential refresh and the request go again
     bytes_out: int = 0  # body bytes sent back to the client
+    websocket: bool = False  # a WebSocket handshake (switched or refused)
+    tunnel: Tunnel | None = None  # a handshake that switched: its tunnel
     sent_headers: list[tuple[str, str]] = field(default_factory=list)
     response_headers: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def upstream_url(self) -> URL | None:
         # Built only when someone looks (history, logs): a yarl URL costs microseconds.
-        return self.up.url(*self.target) if self.up is not None else None
+        return self.up.url(*self.target, websocket=self.websocket) if self.up is not None \
+            else None
+
 
 
 Inject = tuple[tuple[str, str], ...]  # the credential's headers, one or more pairs
@@ -210,7 +215,7 @@ def _under(location: str, base: str) -> bool:
     return location.startswith(base) and location[len(base):len(base) + 1] in ("", "/", "?")
 
 
-def _head(method: str, up: Upstream, rest: str, query: str, headers: list[tuple[str, str]],
+def request_head(method: str, up: Upstream, rest: str, query: str, headers: list[tuple[str, str]],
           chunked: bool) -> bytes:
     target = up.base_path + rest + ("?" + query if query else "")
     # aiohttp's server decoded the client's bytes with surrogateescape: this gives them back.
@@ -255,7 +260,7 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
             if isinstance(e, ClientStalled):
                 return await _stalled(request, ex, up)
             if isinstance(e, ConnectionResetError | asyncio.CancelledError) \
-                    and _client_gone(request):
+                    and client_gone(request):
                 return _gone(None, ex)
             raise
         headers.extend(inject)
@@ -290,11 +295,11 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
     answer: Answer | None = None
     first = b""  # a refusal's body, when it was read to judge it
     try:
-        answer = await pool.request(up.endpoint, method, _head(method, up, rest, query, headers,
-                                    chunked), data, chunked, deadline)
+        answer = await pool.request(up.endpoint, method, request_head(
+            method, up, rest, query, headers, chunked), data, chunked, deadline)
         refused = answer.status == 401
         if answer.status == 403 and sign is not None and replay is not None \
-                and _small(answer):
+                and small_answer(answer):
             while chunk := await answer.read():
                 first += chunk
             refused = _token_refused(first)
@@ -316,7 +321,8 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
                     ex.sent_headers, ex.replayed = headers, True
                     answer = None
                     answer = await pool.request(
-                        up.endpoint, method, _head(method, up, rest, query, headers, chunked),
+                        up.endpoint, method,
+                        request_head(method, up, rest, query, headers, chunked),
                         body, chunked, deadline)
         ex.upstream_ms = (time.perf_counter() - started) * 1000
         status = ex.status = answer.status
@@ -326,7 +332,7 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
             if name.lower() == "x-amzn-requestid":
                 ex.amzn_request_id = value
                 break
-        if status in (401, 403) and up.hint is not None and (first or _small(answer)):
+        if status in (401, 403) and up.hint is not None and (first or small_answer(answer)):
             while chunk := await answer.read():
                 first += chunk
             ex.hint = up.hint(status, first, ex.sent_headers)
@@ -337,7 +343,7 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
             body = first + b"".join(answer.chunks)
             ex.bytes_out = len(body) if not bodiless(method, status) else 0
             return Relay(request, status, answer.reason, out, body=body)
-        relay = resp = Relay(request, status, answer.reason, out, length=_length(answer))
+        relay = resp = Relay(request, status, answer.reason, out, length=declared_length(answer))
         await relay.prepare(request)
         await relay.send(first)
         while chunk := await answer.read():
@@ -346,9 +352,9 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
         ex.bytes_out = relay.bytes_sent
         return relay
     except UpstreamError as e:
-        if e.kind in ("reset", "broken") and _client_gone(request):
+        if e.kind in ("reset", "broken") and client_gone(request):
             return _gone(resp, ex)
-        return _fail(request, resp, ex, 502, "upstream_unreachable", _message(up, e))
+        return _fail(request, resp, ex, 502, "upstream_unreachable", error_message(up, e))
     except ClientStalled:
         if resp is not None and resp.prepared:
             return _fail(request, resp, ex, 408, "request_timeout", _stall_message(up))
@@ -358,14 +364,14 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
                      f"{up.origin} did not answer within {up.timeout:g} s "
                      f"(endpoints[{up.name}].timeout)")
     except (ConnectionResetError, asyncio.CancelledError) as e:
-        if _client_gone(request):
+        if client_gone(request):
             return _gone(resp, ex)
         if isinstance(e, asyncio.CancelledError):
             raise
         return _fail(request, resp, ex, 502, "upstream_unreachable",
                      f"upstream {up.origin} reset the connection")
     except (aiohttp.ClientError, OSError) as e:
-        if _client_gone(request):
+        if client_gone(request):
             return _gone(resp, ex)
         return _fail(request, resp, ex, 502, "upstream_unreachable",
                      f"broken answer from {up.origin}: {str(e) or type(e).__name__}")
@@ -407,7 +413,7 @@ def _too_large(request: web.BaseRequest, ex: Exchange, limit: int) -> web.Stream
     return resp
 
 
-def _length(answer: Answer) -> int | None:
+def declared_length(answer: Answer) -> int | None:
     """The body length the upstream declared, if it framed the body by one."""
     for name, value in answer.headers:
         if name.lower() == "content-length":
@@ -415,7 +421,7 @@ def _length(answer: Answer) -> int | None:
     return None
 
 
-def _small(answer: Answer) -> bool:
+def small_answer(answer: Answer) -> bool:
     if answer.done:
         return True
     for name, value in answer.headers:
@@ -424,7 +430,7 @@ def _small(answer: Answer) -> bool:
     return False
 
 
-def _message(up: Upstream, e: UpstreamError) -> str:
+def error_message(up: Upstream, e: UpstreamError) -> str:
     kind, origin = e.kind, up.origin
     if kind == "cert":
         return (f"TLS certificate of {origin} not trusted ({e}); if it is signed by a private "
@@ -440,7 +446,7 @@ def _message(up: Upstream, e: UpstreamError) -> str:
     return f"broken answer from {origin}: {e}"
 
 
-def _client_gone(request: web.BaseRequest) -> bool:
+def client_gone(request: web.BaseRequest) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
 

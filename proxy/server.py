@@ -38,10 +38,16 @@ class Running:
 
     async def stop(self) -> None:
         # Closes the listening socket first, then gives in-flight requests the drain time.
+        # WebSocket tunnels get the same time, then are closed (a plain close: frames are not
+        # parsed, see proxy/http/tunnel.py), so their handlers end within the drain as well.
         self.listener.close()
+        drain = self.proxy.rt.config.listen.drain_timeout
+        closing = asyncio.get_running_loop().call_later(drain, self.proxy.tunnels.close_all,
+                                                        "drain")
         try:
             await self.runner.cleanup()
         finally:
+            closing.cancel()
             await self.proxy.close()
 
 

@@ -61,6 +61,8 @@ class Upstream:
     target_prefix: str = ""  # the origin when talking to a plain HTTP proxy (absolute-form)
     proxy_line: str = ""  # its Proxy-Authorization header line, when the proxy URL has one
     client_timeout: float = 10.0  # listen.header_timeout: how long a client body may stall
+    idle_timeout: float = 600.0  # WebSocket tunnels: seconds of silence before one is closed
+    token_query: str | None = None  # WebSocket handshakes: the credential goes in this parameter
 
     @classmethod
     def build(cls, ep: Endpoint, auth_header: str | None,
@@ -88,11 +90,13 @@ class Upstream:
             endpoint=pool_ep,
             host_header=host_header, target_prefix=f"http://{host_header}" if plain else "",
             proxy_line=f"Proxy-Authorization: {pool_ep.proxy_auth}\r\n"
-            if plain and pool_ep.proxy_auth else "", client_timeout=client_timeout)
+            if plain and pool_ep.proxy_auth else "", client_timeout=client_timeout,
+            idle_timeout=ep.idle_timeout, token_query=ep.token_query)
 
-    def url(self, rest: str, query: str) -> URL:
+    def url(self, rest: str, query: str, websocket: bool = False) -> URL:
         # Built from parts, so nothing in the request can change scheme, host or port.
-        return URL.build(scheme=self.scheme, host=self.host, port=self.port,
+        scheme = self.scheme if not websocket else "wss" if self.scheme == "https" else "ws"
+        return URL.build(scheme=scheme, host=self.host, port=self.port,
                          path=self.base_path + rest, query_string=query, encoded=True)
 
 

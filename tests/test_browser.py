@@ -281,3 +281,53 @@ async def test_the_inspector_page_never_shows_a_query_secret(
     # Nowhere on the page: not its text, not an attribute (the list's tooltips hold the path).
     dom = await page.content() + await page.evaluate("document.body.innerText")
     assert "SECRET" not in dom
+
+
+# WebSockets -----------------------------------------------------------------------------------
+
+# Runs in the page: open a WebSocket, send each message, collect `expect` answers, close.
+WEBSOCKET = """async ([url, send, expect]) => new Promise((resolve) => {
+  const got = [];
+  let opened = false;
+  const ws = new WebSocket(url);
+  ws.onopen = () => { opened = true; for (const m of send) ws.send(m); };
+  ws.onmessage = (e) => { got.push(e.data); if (got.length >= expect) ws.close(1000, "done"); };
+  ws.onclose = (e) => resolve({opened, got, code: e.code});
+  setTimeout(() => resolve({opened, got, code: "timeout"}), 8000);
+})"""
+
+
+async def websocket(page: Page, url: str, send: list[str], expect: int) -> dict[str, Any]:
+    result: dict[str, Any] = await page.evaluate(WEBSOCKET, [url, send, expect])
+    return result
+
+
+async def test_allowed_page_opens_a_websocket_and_it_echoes(
+        browser: Browser, pages: Pages, upstream: FakeApiGateway, proxy: ProxyProcess) -> None:
+    page = await open_page(browser, pages.url("app.test", "/blank"))
+    result = await websocket(page, proxy.url("/api/live?room=1").replace("http", "ws", 1),
+                             ["hello", "push 2"], 3)
+    assert result == {"opened": True, "got": ["hello", "push 1", "push 2"], "code": 1000}
+    (seen,) = upstream.seen
+    assert (seen.method, seen.raw_path) == ("GET", "/Development/live?room=1")
+    assert seen.header("x-api-key") == "browser-test-api-key"  # a header no page could set
+    assert seen.header("Origin") == pages.url("app.test", "")
+    (line,) = await proxy.wait_access("GET", "/api/live")
+    assert line["status"] == 101 and line["websocket"]["closed_by"] == "client"
+    assert line["websocket"]["close_code"] == 1000
+
+
+@pytest.mark.parametrize("host", ["evil.test", "rebind.test"])
+async def test_hostile_page_cannot_open_a_websocket_through_the_proxy(
+        host: str, browser: Browser, pages: Pages, upstream: FakeApiGateway,
+        proxy: ProxyProcess) -> None:
+    """Cross-site WebSocket hijacking: browsers send no preflight for a WebSocket, so only the
+    guard's Origin (evil.test) and Host (rebind.test: DNS rebinding) checks stand in the way."""
+    page = await open_page(browser, pages.url(host, "/blank"))
+    target = proxy.url("/api/live", host="127.0.0.1" if host == "evil.test" else host)
+    result = await websocket(page, target.replace("http", "ws", 1), ["steal"], 1)
+    assert result["opened"] is False and result["got"] == [] and result["code"] == 1006, result
+    assert not upstream.seen
+    (line,) = await proxy.wait_access("GET", "/api/live")
+    assert (line["status"], line["error"]) == (
+        403, "origin_not_allowed" if host == "evil.test" else "host_not_allowed")

@@ -496,3 +496,42 @@ def test_token_cache_without_redis_py_says_what_to_install(
                         lambda name, *a: None if name == "redis" else real(name, *a))
     lines = problems("token_cache: {url: 'redis://127.0.0.1:6379/0'}\n")
     assert any("pip install 'authproxy[redis]'" in line for line in lines), lines
+
+
+# --- WebSocket endpoint keys -------------------------------------------------------------------
+
+def test_websocket_keys_and_ws_schemes() -> None:
+    cfg = parse_config("""
+credentials:
+  tok: {type: static, value: abc}
+endpoints:
+  - {name: a, endpoint: "wss://x.execute-api.us-east-1.amazonaws.com/prod", auth: tok,
+     idle_timeout: 30, token_query: token}
+  - {name: b, endpoint: "WS://127.0.0.1:9000/dev"}
+  - {name: c, endpoint: "https://h/prod"}
+""")
+    a, b, c = cfg.endpoints
+    assert (a.endpoint, a.idle_timeout, a.token_query) == (
+        "https://x.execute-api.us-east-1.amazonaws.com/prod", 30.0, "token")
+    assert b.endpoint == "http://127.0.0.1:9000/dev"
+    assert (c.idle_timeout, c.token_query) == (600.0, None)
+
+
+def test_websocket_key_errors_name_the_key() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config("""
+credentials:
+  keys: {type: iam, source: keys, access_key_id: AKID, secret_access_key: s, region: us-east-1}
+endpoints:
+  - {name: a, endpoint: "wss://h/prod", auth: keys, token_query: token}
+  - {name: b, endpoint: "ftp://h/prod", idle_timeout: 0}
+  - {name: c, endpoint: "ws://h/prod", token_query: "a b"}
+  - {name: d, endpoint: "ws://h/prod", token_query: token}
+""")
+    text = str(e.value)
+    assert "endpoints[0].token_query: needs a credential whose value can go in the query: an " \
+           "iam credential presigns the handshake URL itself" in text
+    assert "endpoints[1].endpoint: must be an http(s) URL (or ws/wss) without query" in text
+    assert "endpoints[1].idle_timeout" in text
+    assert "endpoints[2].token_query: must be a query parameter name" in text
+    assert "endpoints[3].token_query" in text and "auth: none" in text

@@ -347,3 +347,58 @@ def test_check_agrees_with_botocore(method: str, path: str,
     verdict = sigv4_check.check(sigv4_check.Request(method, target, headers, other),
                                 secrets, tokens, T0, REGION)
     assert verdict is not None and verdict.message == MISMATCH
+
+
+# --- presigned URLs (a WebSocket $connect with IAM authorization) -----------------------------
+
+PRESIGN_NOW = 1_764_653_000.0
+
+
+def _presigned(url: str, key_id: str, secret: str, token: str | None, expires: int = 300,
+               now: float = PRESIGN_NOW) -> str:
+    """What botocore's SigV4QueryAuth makes of this URL: the independent implementation."""
+    request = AWSRequest(method="GET", url=url)
+    fixed = datetime.datetime.fromtimestamp(now, datetime.UTC).replace(tzinfo=None)
+    with mock.patch.object(botocore.auth, "get_current_datetime", return_value=fixed):
+        botocore.auth.SigV4QueryAuth(Credentials(key_id, secret, token), "execute-api",
+                                     "us-east-1", expires=expires).add_auth(request)
+    return str(request.url)
+
+
+def _check(url: str, now: float = PRESIGN_NOW + 10) -> sigv4_check.Refusal | None:
+    target = url.split("/", 3)[3]
+    return sigv4_check.check_presigned(
+        sigv4_check.Request("GET", "/" + target, [("Host", "h.example")],
+                            hashlib.sha256(b"").hexdigest()),
+        {KEY_ID: SECRET, TEMP_ID: TEMP_SECRET}, {TEMP_ID: TOKEN}, now, "us-east-1")
+
+
+@pytest.mark.parametrize("query", ["", "?room=lobby", "?a=1&b=two%20words"])
+def test_presigned_accepts_what_botocore_presigns(query: str) -> None:
+    assert _check(_presigned(f"https://h.example/prod{query}", KEY_ID, SECRET, None)) is None
+    assert _check(_presigned(f"https://h.example/prod{query}", TEMP_ID, TEMP_SECRET,
+                             TOKEN)) is None
+
+
+def test_presigned_accepts_what_our_signer_presigns() -> None:
+    query = Signer("us-east-1").presign(AwsKeys(TEMP_ID, Secret(TEMP_SECRET), Secret(TOKEN)),
+                                        "GET", "h.example", "/prod", "x=1", 60, PRESIGN_NOW)
+    assert _check(f"https://h.example/prod?{query}") is None
+
+
+def test_presigned_refuses_tampering_expiry_and_missing_parts() -> None:
+    url = _presigned("https://h.example/prod?room=a", KEY_ID, SECRET, None, expires=60)
+    assert _check(url.replace("room=a", "room=b")).error_type == "InvalidSignatureException"
+    assert _check(url.replace("/prod?", "/other?")).error_type == "InvalidSignatureException"
+    assert "expired" in _check(url, now=PRESIGN_NOW + 61).message  # type: ignore[union-attr]
+    assert _check(url.replace("&X-Amz-Signature=", "&X-Amz-Sig=")).error_type == \
+        "IncompleteSignatureException"
+    assert _check("https://h.example/prod?room=a").error_type == \
+        "MissingAuthenticationTokenException"
+    # A temporary key without its token, or someone else's token: the token is invalid.
+    bare = _presigned("https://h.example/prod", TEMP_ID, TEMP_SECRET, None)
+    assert _check(bare).error_type == "UnrecognizedClientException"
+    other = _presigned("https://h.example/prod", TEMP_ID, TEMP_SECRET, "another-token")
+    assert _check(other).error_type == "UnrecognizedClientException"
+    wrong = _presigned("https://h.example/prod", KEY_ID, SECRET + "x", None)
+    assert _check(wrong).error_type == "InvalidSignatureException"

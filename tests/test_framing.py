@@ -370,3 +370,161 @@ async def test_a_small_head_with_a_big_first_read_of_body_is_fine() -> None:
         b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body, b"")))
     (resp,) = parse_responses(got)
     assert resp.status == 200 and resp.body == body
+
+
+# --- upgrades: WebSocket handshakes, h2c, and what rides behind them -------------------------
+
+WS_HEAD = (b"GET /api/ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+           b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+           b"Sec-WebSocket-Version: 13\r\n")
+BEHIND = b"GET /api/smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n"  # pipelined after the upgrade
+
+
+def _switch_101(upgrade: bytes = b"websocket", tail: bytes = b""):  # type: ignore[no-untyped-def]
+    async def answer(req: RawRequest, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> bool:
+        if not req.headers("Upgrade"):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            return True
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + upgrade +
+                     b"\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
+                     b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n" + tail)
+        await writer.drain()
+        # An echo of whatever comes after the switch, raw.
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        return False
+    return answer
+
+
+async def test_an_upgrade_to_a_non_websocket_upstream_is_answered_and_nothing_rides_behind(
+        ) -> None:
+    """A REST upstream answers the handshake with a plain 200: it goes back, the connection
+    closes, and the request pipelined behind the handshake reaches no one; the upstream
+    connection that carried the upgrade is not reused."""
+    upstream = RawUpstream()
+    url = await upstream.start()
+    try:
+        async with served(config(url)) as running:
+            port = port_of(running)
+            got = await raw_exchange(port, WS_HEAD + b"\r\n" + BEHIND)
+            after = await raw_exchange(port, GET_CLOSE)
+    finally:
+        await upstream.stop()
+    (resp,) = parse_responses(got)
+    assert resp.status == 200 and resp.headers("Connection") == [b"close"], got
+    assert [r.line for r in upstream.requests] == ["GET /Development/ws HTTP/1.1",
+                                                   "GET /Development/x HTTP/1.1"]
+    assert upstream.requests[0].headers("Upgrade") == ["websocket"]
+    assert upstream.requests[0].headers("Authorization") == [TOKEN]
+    assert upstream.connections == 2  # never reused after an upgrade request
+    assert statuses(after) == [200]
+
+
+@pytest.mark.parametrize("shape", [
+    b"POST /api/ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Content-Length: %d\r\n\r\n" % len(BEHIND) + BEHIND,
+    WS_HEAD + b"Content-Length: %d\r\n\r\n" % len(BEHIND) + BEHIND,
+    WS_HEAD + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%b\r\n0\r\n\r\n" % (len(BEHIND), BEHIND),
+    WS_HEAD.replace(b"HTTP/1.1", b"HTTP/1.0") + b"\r\n" + BEHIND,
+], ids=["post-with-body", "get-with-length", "get-chunked", "http-1.0"])
+async def test_an_upgrade_that_cannot_be_a_handshake_is_refused_and_its_body_never_parsed(
+        shape: bytes) -> None:
+    upstream = RawUpstream(_switch_101())
+    url = await upstream.start()
+    try:
+        async with served(config(url)) as running:
+            got = await raw_exchange(port_of(running), shape)
+    finally:
+        await upstream.stop()
+    assert statuses(got) == [400], got
+    assert b"WebSocket" in got
+    assert upstream.requests == []  # neither the upgrade nor the body's "request"
+
+
+async def test_h2c_upgrade_goes_as_a_plain_request_and_a_101_answer_is_a_502() -> None:
+    h2c = (b"GET /api/x HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+           b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+    plain = RawUpstream()
+    url = await plain.start()
+    try:
+        async with served(config(url)) as running:
+            got = await raw_exchange(port_of(running), h2c.replace(
+                b"HTTP2-Settings\r\n", b"HTTP2-Settings, close\r\n"))
+    finally:
+        await plain.stop()
+    assert statuses(got) == [200], got
+    first = plain.requests[0]
+    assert not first.headers("Upgrade") and not first.headers("HTTP2-Settings")
+    assert first.headers("Connection") == []
+    # An upstream that switches anyway is not followed.
+    got = await through(RawUpstream(_answer_with(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")), h2c)
+    assert statuses(got)[:1] == [502], got
+
+
+async def test_a_101_that_does_not_switch_to_websocket_opens_no_tunnel() -> None:
+    upstream = RawUpstream(_switch_101(upgrade=b"h2c"))
+    url = await upstream.start()
+    try:
+        async with served(config(url)) as running:
+            got = await raw_exchange(port_of(running), WS_HEAD + b"\r\n", timeout=3)
+            assert not running.proxy.tunnels.open
+    finally:
+        await upstream.stop()
+    assert statuses(got) == [502] and b"does not switch to WebSocket" in got, got
+
+
+@pytest.mark.parametrize("listen,headers", [
+    ("", b"Origin: http://evil.example\r\n"),
+    ("", b"Host: rebound.example\r\n"),
+    ("shared_secret: s3cret-value-123", b""),
+])
+async def test_a_handshake_the_guard_refuses_closes_and_nothing_behind_it_is_read(
+        listen: str, headers: bytes) -> None:
+    upstream = RawUpstream(_switch_101())
+    url = await upstream.start()
+    head = WS_HEAD if b"Host" not in headers else WS_HEAD.replace(b"Host: localhost\r\n", b"")
+    try:
+        async with served(config(url, listen=listen)) as running:
+            got = await raw_exchange(port_of(running), head + headers + b"\r\n" + BEHIND)
+    finally:
+        await upstream.stop()
+    (resp,) = parse_responses(got)
+    assert resp.status in (401, 403) and resp.headers("Connection") == [b"close"], got
+    assert upstream.requests == []
+
+
+async def test_bytes_on_either_side_of_the_switch_pass_in_order_and_nothing_else() -> None:
+    """What the client sent behind its handshake (before the 101) and what the upstream sent
+    behind its 101 are the tunnel's first bytes; an upgrade without `Connection: upgrade`
+    is a plain request."""
+    key = b"\x01\x02\x03\x04"
+    frame1 = b"\x81\x85" + key + bytes(b ^ key[i % 4] for i, b in enumerate(b"hello"))
+    upstream = RawUpstream(_switch_101(tail=b"\x81\x04push"))
+    url = await upstream.start()
+    try:
+        async with served(config(url)) as running:
+            port = port_of(running)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(WS_HEAD + b"\r\n" + frame1)
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n"), head
+            assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head
+            got = await asyncio.wait_for(reader.readexactly(6 + len(frame1)), 5)
+            assert got == b"\x81\x04push" + frame1  # its push, then our frame echoed back
+            writer.write(b"GET /api/x HTTP/1.1\r\nHost: localhost\r\n\r\n")  # just bytes now
+            echoed = await asyncio.wait_for(reader.readexactly(39), 5)
+            assert echoed.startswith(b"GET /api/x")
+            writer.close()
+            no_connection = await raw_exchange(
+                port, WS_HEAD.replace(b"Connection: Upgrade\r\n", b"") + b"Connection: close"
+                b"\r\n\r\n")
+    finally:
+        await upstream.stop()
+    assert [r.line for r in upstream.requests] == ["GET /Development/ws HTTP/1.1"] * 2
+    assert upstream.requests[0].headers("Upgrade") == ["websocket"]
+    assert not upstream.requests[1].headers("Upgrade")  # not asked for properly: plain
+    assert statuses(no_connection) == [200]

@@ -187,3 +187,38 @@ async def test_inspector_in_chromium(browser: Browser, apigw: FakeApiGateway,
     assert json.loads(fetched[0])["exchanges"]  # the check above read real data
     assert not problems, problems
     await context.close()
+
+
+@pytest.mark.browser
+async def test_inspector_shows_open_and_recent_websockets_in_chromium(
+        browser: Browser, apigw: FakeApiGateway, make_proxy: MakeProxy) -> None:
+    from playwright.async_api import expect
+
+    token = make_jwt()
+    client = await make_proxy(config(apigw.url, token=token))
+    page = await browser.new_page()
+    page.set_default_timeout(10_000)
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    await page.goto(f"http://127.0.0.1:{client.port}/_authproxy/")
+    rows = page.locator("#websockets tbody tr")
+    await expect(page.locator("#ws-empty")).to_be_visible()
+
+    ws = await client.ws_connect("/api/live?room=1")
+    await ws.send_str("hello")
+    assert (await ws.receive()).data == "hello"
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_contain_text("/api/live?room=1")
+    await expect(rows.first).to_contain_text("open")
+    await expect(page.locator("#ws-count")).to_have_text("(1 open)")
+
+    await ws.close()
+    await expect(rows.first).to_contain_text("closed by client (1000)")
+    await expect(page.locator("#ws-count")).to_have_text("(0 open)")
+    # The handshake is an exchange too, its headers redacted like any other.
+    await page.locator("#exchanges tbody tr", has_text="/api/live").click()
+    detail = page.locator("#detail")
+    await expect(detail).to_contain_text("closed by client (1000)")
+    await expect(detail).to_contain_text(f"Bearer {token[:8]}…({len(token)} chars)")
+    assert token not in await page.content()
+    assert problems == []

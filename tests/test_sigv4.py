@@ -330,3 +330,54 @@ def test_signing_key_cache_follows_the_secret_and_stays_small(
 ])
 def test_region_from_host(host: str, region: str | None) -> None:
     assert region_from_host(host) == region
+
+
+# --- presigned URLs (query-string SigV4, WebSocket handshakes) -----------------------------
+
+def botocore_presign(url: str, now: float, token: str | None, expires: int) -> str:
+    """The query string botocore's SigV4QueryAuth puts on this URL at `now`."""
+    request = AWSRequest(method="GET", url=url)
+    fixed = datetime.datetime.fromtimestamp(now, datetime.UTC).replace(tzinfo=None)
+    with mock.patch.object(botocore.auth, "get_current_datetime", return_value=fixed):
+        botocore.auth.SigV4QueryAuth(Credentials("AKIDEXAMPLE", SECRET, token), "execute-api",
+                                     REGION, expires=expires).add_auth(request)
+    return str(request.url).partition("?")[2]
+
+
+@pytest.mark.parametrize("token", [None, TOKEN])
+@pytest.mark.parametrize("path,query", [
+    ("/prod", ""), ("/prod/", "room=lobby"), ("/prod/a%20b", "a=1&b=two&c=%C3%A4"),
+    ("/", "x=%2F&y=~"),
+])
+def test_presign_matches_botocore_sigv4_query_auth(path: str, query: str,
+                                                   token: str | None) -> None:
+    now = 1_764_653_000.0
+    keys = AwsKeys("AKIDEXAMPLE", Secret(SECRET), Secret(token) if token else None)
+    got = Signer(REGION).presign(keys, "GET", HOST, path, query, 300, now=now)
+    want = botocore_presign(f"https://{HOST}{path}" + (f"?{query}" if query else ""), now,
+                            token, 300)
+    assert got == want
+    assert "X-Amz-SignedHeaders=host&" in got and got.rsplit("&", 1)[1].startswith(
+        "X-Amz-Signature=")
+
+
+def test_presign_drops_the_clients_own_signature_params_and_keeps_the_rest_in_order() -> None:
+    keys = AwsKeys("AKIDEXAMPLE", Secret(SECRET), None)
+    got = Signer(REGION).presign(keys, "GET", HOST, "/prod",
+                                 "z=1&X-Amz-Signature=forged&a=2&x-amz-credential=evil&"
+                                 "X%2DAmz%2DDate=1", 60, now=1_764_653_000.0)
+    params = [p.partition("=") for p in got.split("&")]
+    assert [n for n, _, _ in params][:2] == ["z", "a"]
+    assert "forged" not in got and "evil" not in got and got.count("X-Amz-Date=") == 1
+    assert [n for n, _, _ in params].count("X-Amz-Signature") == 1
+
+
+def test_presign_leaves_the_header_signer_alone() -> None:
+    """Presigning shares the day's key state with `sign`; a signature made after a presign is
+    the same as one made without."""
+    keys = AwsKeys("AKIDEXAMPLE", Secret(SECRET), Secret(TOKEN))
+    now = 1_764_653_000.0
+    before = Signer(REGION).sign(keys, "GET", HOST, "/prod/x", "a=1", [], EMPTY_SHA256, now)
+    signer = Signer(REGION)
+    signer.presign(keys, "GET", HOST, "/prod", "", 300, now=now)
+    assert signer.sign(keys, "GET", HOST, "/prod/x", "a=1", [], EMPTY_SHA256, now) == before

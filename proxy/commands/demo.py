@@ -114,6 +114,25 @@ async def _demo(port: int, once: bool) -> int:
     return 0
 
 
+async def _show_websocket(session: aiohttp.ClientSession, running: Running) -> None:
+    url = running.url.replace("http://", "ws://") + "/live/chat?room=demo"
+    print("[live] a WebSocket: the Cognito ID token goes in ?token= on the handshake (browsers "
+          "cannot set headers on one), then bytes flow both ways")
+    try:
+        async with session.ws_connect(url) as ws:
+            await ws.send_str("hello over the tunnel")
+            echo = (await ws.receive(timeout=10)).data
+            await ws.send_str("push 2")
+            pushed = [(await ws.receive(timeout=10)).data for _ in range(2)]
+    except (aiohttp.ClientError, TimeoutError) as e:
+        print(f"  -> failed: {e}\n")
+        return
+    print(f"  $ (in a page on http://localhost:*) new WebSocket('{url}')")
+    print(f"  -> 101; sent 'hello over the tunnel', the echo came back as {echo!r}; "
+          f"the server pushed {pushed}")
+    print(f"     {running.url}/_authproxy/api/websockets lists it (token redacted)\n")
+
+
 async def _show(running: Running, cognito_url: str) -> None:
     async with aiohttp.ClientSession() as session:
         for name, what in WHAT.items():
@@ -144,6 +163,7 @@ async def _show(running: Running, cognito_url: str) -> None:
                       f"cognito:username={claims.get('cognito:username')} "
                       f"groups={claims.get('cognito:groups')}")
             print()
+        await _show_websocket(session, running)
     tries = [
         (f"curl -s {running.url}/cognito/items -d '{{\"order\": 1}}'", "a POST, streamed"),
         (f"curl -s {running.url}/_authproxy/readyz", "each credential's state"),

@@ -101,6 +101,9 @@ class CredentialSource(ABC):
     # Lower-case names of the headers it sets besides `header_name` (X-Amz-Date ...): a
     # client's own copies are dropped when the credential's go in.
     also_sets: ClassVar[frozenset[str]] = frozenset()
+    # True: a WebSocket handshake carries this credential in its URL (`presign`), not in a
+    # header, as API Gateway's IAM authorization of `$connect` wants.
+    signs_url: ClassVar[bool] = False
 
     def link(self, sources: Mapping[str, CredentialSource]) -> None:  # noqa: B027
         """Called once all sources of a runtime exist (again after a reload): a strategy that
@@ -142,6 +145,12 @@ class CredentialSource(ABC):
     async def headers_for(self, request: Outgoing) -> Headers:
         """The headers for this request, fetching what they need; raises
         CredentialsUnavailable."""
+
+    async def presign(self, request: Outgoing, expires: int) -> tuple[str, Headers]:
+        """For `signs_url`: the handshake's query string with the signature in it, and the
+        headers `rejected` recognises that credential by (nothing of it is sent as such)."""
+        raise CredentialsUnavailable(f"{self.name} is a {self.describe().type} credential; "
+                                     "it does not presign URLs")
 
     async def rejected(self, sent: Headers) -> bool:
         """The upstream refused a request sent with `sent`. True when different headers are

@@ -72,6 +72,7 @@ class IamSource(CredentialSource):
     requires_request_body: ClassVar[bool] = True  # the signature covers the body's SHA-256
     refreshable: ClassVar[bool] = True
     also_sets: ClassVar[frozenset[str]] = frozenset({"x-amz-date", "x-amz-security-token"})
+    signs_url: ClassVar[bool] = True  # WebSocket `$connect`: a presigned handshake URL
 
     def __init__(self, config: IamCredential, *, cache_dir: Path | None = None,
                  clock: Clock | None = None, rng: random.Random | None = None) -> None:
@@ -153,6 +154,14 @@ class IamSource(CredentialSource):
         return self._signer(request.host).sign(
             creds.keys, request.method, request.host, request.raw_path, request.query,
             request.headers, request.body_sha256 or EMPTY_SHA256, self._clock.time())
+
+    async def presign(self, request: Outgoing, expires: int) -> tuple[str, Headers]:
+        creds = self._held_creds() or await self._creds()
+        signer = self._signer(request.host)
+        query = signer.presign(creds.keys, request.method, request.host, request.raw_path,
+                               request.query, expires, self._clock.time())
+        # What `rejected` looks for: the key id these credentials signed with.
+        return query, (("Authorization", f"Credential={creds.keys.access_key_id}/"),)
 
     async def rejected(self, sent: Headers) -> bool:
         if self._core is None:

@@ -22,6 +22,13 @@ The canonical request is the one botocore's `SigV4Auth` builds for every service
   and repeated values joined by `,`. Nothing else is signed: whatever an intermediary may add or
   rewrite would break the signature.
 - Payload: the hex SHA-256 of the body, as given by the caller.
+
+`presign` is the query-string form (botocore's `SigV4QueryAuth`), which API Gateway WebSocket
+APIs with IAM authorization take on the `$connect` handshake, since a handshake is a GET whose
+headers a browser cannot set: the client's query, then `X-Amz-Algorithm`, `X-Amz-Credential`,
+`X-Amz-Date`, `X-Amz-Expires`, `X-Amz-SignedHeaders=host` and `X-Amz-Security-Token` (with a
+session token), all of them in the canonical query; only `host` is signed, over the hash of the
+empty body; `X-Amz-Signature` is appended last.
 """
 
 from __future__ import annotations
@@ -78,6 +85,10 @@ def canonical_uri(raw_path: str) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def canonical_query(query: str) -> str:
+    return _canonical_query(query)
+
+
+def _canonical_query(query: str) -> str:
     if not query:
         return ""
     pairs = []
@@ -94,6 +105,21 @@ def _canonical_query_part(part: str) -> str:
     # unquote_to_bytes keeps a malformed escape (`%zz`) as literal text, which then encodes as
     # `%25zz`; decoding to bytes (not str) keeps escapes of non-UTF-8 bytes exact.
     return quote(unquote_to_bytes(part.replace("+", _QUERY_PLUS)), safe="-_.~")
+
+
+# The query-string signature's own parameters: a client's copies are dropped before presigning.
+PRESIGN_PARAMS = frozenset({"x-amz-algorithm", "x-amz-credential", "x-amz-date", "x-amz-expires",
+                            "x-amz-signedheaders", "x-amz-security-token", "x-amz-signature"})
+
+
+def _without_presign_params(query: str) -> list[str]:
+    kept = []
+    for piece in query.split("&") if query else ():
+        name = piece.partition("=")[0]
+        if unquote_to_bytes(name.replace("+", " ")).lower().decode("utf-8", "replace") \
+                not in PRESIGN_PARAMS:
+            kept.append(piece)
+    return kept
 
 
 def _remove_dot_segments(path: str) -> str:
@@ -214,6 +240,35 @@ class Signer:
             return (("Authorization", authorization), ("X-Amz-Date", stamp))
         return (("Authorization", authorization), ("X-Amz-Date", stamp),
                 ("X-Amz-Security-Token", day.token))
+
+    def presign(self, keys: AwsKeys, method: str, host: str, raw_path: str, query: str,
+                expires: int, now: float | None = None) -> str:
+        """The query string of a presigned URL for this request (without `?`): the client's
+        parameters as sent (bar copies of the signature's own), then the signature's."""
+        stamp = _stamp(int(time.time() if now is None else now))
+        last_keys, day = self._last
+        if last_keys is not keys or day is None or day.date != stamp[:8]:
+            day = self._day(keys, stamp[:8])
+        params = [
+            ("X-Amz-Algorithm", ALGORITHM),
+            ("X-Amz-Credential", f"{keys.access_key_id}/{day.scope}"),
+            ("X-Amz-Date", stamp), ("X-Amz-Expires", str(expires)),
+            ("X-Amz-SignedHeaders", "host")]
+        if day.token is not None:
+            params.append(("X-Amz-Security-Token", day.token))
+        auth = "&".join(f"{n}={quote(v, safe='-_.~')}" for n, v in params)
+        full = "&".join([*_without_presign_params(query), auth])
+        # Not the cached canonical_query: this query is new every second and holds the token.
+        canonical_request = (
+            f"{method.upper()}\n{canonical_uri(raw_path)}\n{_canonical_query(full)}\n"
+            f"{_host_line(host)}\nhost\n{EMPTY_SHA256}")
+        string_to_sign = (f"{ALGORITHM}\n{stamp}\n{day.scope}\n"
+                          f"{hashlib.sha256(canonical_request.encode()).hexdigest()}")
+        inner = day.inner.copy()
+        inner.update(string_to_sign.encode())
+        outer = day.outer.copy()
+        outer.update(inner.digest())
+        return f"{full}&X-Amz-Signature={outer.hexdigest()}"
 
     def _day(self, keys: AwsKeys, date: str) -> _Day:
         cache_key = (keys, date)

@@ -25,6 +25,7 @@ from proxy.debug.har import har
 from proxy.debug.history import History, StatusFilter, token_info
 from proxy.debug.inspector import Inspector
 from proxy.errors import error_response
+from proxy.http.tunnel import Tunnels
 
 
 class Metrics:
@@ -32,10 +33,13 @@ class Metrics:
 
     def __init__(self, sources: Callable[[], Mapping[str, CredentialSource]],
                  connections: Callable[[], tuple[int, int]],
-                 token_cache: Callable[[], SharedCache | None] = lambda: None) -> None:
+                 token_cache: Callable[[], SharedCache | None] = lambda: None,
+                 tunnels: Tunnels | None = None) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_ConnectionCollector(connections))
         self.registry.register(_TokenCacheCollector(token_cache))
+        if tunnels is not None:
+            self.registry.register(_TunnelCollector(tunnels))
         self.requests = Counter("authproxy_requests", "Requests by endpoint and status",
                                 ["endpoint", "status"], registry=self.registry)
         self.upstream_seconds = Histogram(
@@ -113,6 +117,30 @@ class _TokenCacheCollector(Collector):
         yield from (up, errors, *per.values())
 
 
+class _TunnelCollector(Collector):
+    """WebSocket tunnels: open now, opened so far, bytes each way. Read at scrape time from
+    the tunnels' own counters, so the tunnel's hot path updates nothing global."""
+
+    def __init__(self, tunnels: Tunnels) -> None:
+        self.tunnels = tunnels
+
+    def collect(self) -> Iterator[Any]:
+        t = self.tunnels
+        open_now = GaugeMetricFamily("authproxy_websocket_tunnels_open",
+                                     "WebSocket tunnels open now")
+        open_now.add_metric([], len(t.open))
+        yield open_now
+        yield CounterMetricFamily("authproxy_websocket_tunnels",
+                                  "WebSocket tunnels opened (101 passed on)", value=t.total)
+        up, down = t.bytes()
+        moved = CounterMetricFamily("authproxy_websocket_bytes",
+                                    "Bytes through WebSocket tunnels, by direction",
+                                    labels=["direction"])
+        moved.add_metric(["client_to_upstream"], up)
+        moved.add_metric(["upstream_to_client"], down)
+        yield moved
+
+
 class _CredentialCollector(Collector):
     def __init__(self, sources: Callable[[], Mapping[str, CredentialSource]]) -> None:
         self.sources = sources
@@ -151,6 +179,7 @@ class Admin:
         if history is not None:
             self.routes["/api/exchanges"] = self.exchanges
             self.routes["/api/exchanges.har"] = self.exchanges_har
+            self.routes["/api/websockets"] = self.websockets
             self.routes.update(Inspector().routes())
 
     def handle(self, request: web.BaseRequest, sub: str) -> web.StreamResponse:
@@ -231,6 +260,11 @@ class Admin:
         return self.history.query(since=since, endpoints=frozenset(names) if names else None,
                                   statuses=statuses, text=q.get("q") or None,
                                   limit=limit if limit > 0 else None)
+
+    def websockets(self, request: web.BaseRequest) -> web.Response:
+        """Open WebSocket tunnels (live byte counts) and the recently closed ones."""
+        assert self.history is not None
+        return _json(200, self.history.websockets())
 
     def prometheus(self, request: web.BaseRequest) -> web.Response:
         resp = web.Response(body=generate_latest(self.metrics.registry))

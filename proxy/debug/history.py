@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.forward import Exchange
+from proxy.http.tunnel import Tunnel
 from proxy.jwt import describe_time, parse
 from proxy.log import SENSITIVE, redact_headers
 from proxy.redaction import redact_queries, redact_target
@@ -57,11 +58,18 @@ class _Entry:
     resp: web.StreamResponse | None  # the proxy's own answer, when there was no exchange
     record: dict[str, Any] | None = None
     text: str | None = None  # lower-case, for ?q=
+    tunnel: Tunnel | None = None  # a WebSocket: its tunnel, followed while it is open
 
     def json(self) -> dict[str, Any]:
         if self.record is None:
             self.record = _build(self)
             self.received = self.ex = self.resp = None  # raw values go; redacted ones stay
+        if self.tunnel is not None:
+            live = self.record.get("websocket")
+            if live is None or live["open"]:  # numbers move until it closes, then stay
+                self.record["websocket"] = _websocket(self.tunnel)
+                self.record["total_ms"] = round(
+                    ((self.tunnel.ended or time.time()) - self.time) * 1000, 2)
         return self.record
 
     def haystack(self) -> str:
@@ -75,6 +83,10 @@ class History:
         self.entries: deque[_Entry] = deque(maxlen=size)
         self.counter = 0
         self.now = now
+        # WebSockets, apart from the exchanges: open ones are kept however many exchanges
+        # come after them, closed ones as many as exchanges are.
+        self._open_ws: dict[int, _Entry] = {}
+        self._closed_ws: deque[_Entry] = deque(maxlen=size)
 
     @property
     def capacity(self) -> int:
@@ -85,10 +97,22 @@ class History:
             resp: web.StreamResponse | None = None) -> None:
         """`resp`: the answer, for the proxy's own (error, preflight) headers and message."""
         self.counter += 1
-        self.entries.append(_Entry(
+        entry = _Entry(
             self.counter, self.now() - total_ms / 1000, request.method, request.raw_path,
             request.scheme, request.body_exists, endpoint, status, total_ms, injected,
-            request.headers, ex, None if ex else resp))
+            request.headers, ex, None if ex else resp, tunnel=ex.tunnel if ex else None)
+        self.entries.append(entry)
+        if entry.tunnel is not None:
+            self._open_ws[entry.id] = entry
+
+    def websockets(self) -> dict[str, list[dict[str, Any]]]:
+        """{"open": [...], "recent": [...]}, newest first, handshake headers redacted."""
+        for key, entry in list(self._open_ws.items()):
+            if entry.tunnel is not None and entry.tunnel.done.done():
+                del self._open_ws[key]
+                self._closed_ws.append(entry)
+        return {"open": [e.json() for e in reversed(self._open_ws.values())],
+                "recent": [e.json() for e in reversed(self._closed_ws)]}
 
     def query(self, since: int = 0, endpoints: frozenset[str] | None = None,
               statuses: StatusFilter | None = None, text: str | None = None,
@@ -123,17 +147,21 @@ def _build(e: _Entry) -> dict[str, Any]:
     sent = _sent_headers(ex)
     also = frozenset([e.injected.lower()]) if e.injected else frozenset()
     value = _header(sent, e.injected) if e.injected else None
+    # An endpoint's token_query parameter holds the credential, whatever its name looks like.
+    query_also = frozenset([ex.up.token_query]) if ex and ex.up and ex.up.token_query \
+        else frozenset()
     answered = ex.response_headers if ex else list(resp.headers.items()) if resp else []
     return {
         "id": e.id,
         "time": e.time,
         "method": e.method,
-        "path": redact_target(e.path),
+        "path": redact_target(e.path, query_also),
         "endpoint": e.endpoint,
         "status": e.status,
         "total_ms": round(e.total_ms, 2),
         "upstream_ms": round(ex.upstream_ms, 2) if ex and ex.upstream_ms is not None else None,
-        "upstream_url": redact_target(str(ex.upstream_url)) if ex and ex.upstream_url else None,
+        "upstream_url": redact_target(str(ex.upstream_url), query_also)
+        if ex and ex.upstream_url else None,
         "request_id": ex.request_id if ex else None,
         "amzn_request_id": ex.amzn_request_id if ex else None,
         "bytes": ex.bytes_out if ex else _length(resp),
@@ -145,7 +173,7 @@ def _build(e: _Entry) -> dict[str, Any]:
         "sent_headers": _marked(sent, _sent_mark(received, e.injected), also),
         "response_headers": _marked(answered, _no_mark),
         "token": token_info(e.injected, value, e.time) if e.injected and value else None,
-        "curl": curl(e, received),
+        "curl": curl(e, received, query_also),
     }
 
 
@@ -197,7 +225,7 @@ def _decode(value: str) -> tuple[str | None, tuple[tuple[str, Any], ...]] | None
             tuple((k, claims[k]) for k in CLAIMS if k in claims))
 
 
-def curl(e: _Entry, received: Headers) -> str:
+def curl(e: _Entry, received: Headers, also: frozenset[str] = frozenset()) -> str:
     """The same request through the proxy: the proxy injects the credential again, so the
     command holds no secret. Secret headers the client sent are left out and named; secret
     query values (in the URL or a header's URL) are redacted and named."""
@@ -207,7 +235,7 @@ def curl(e: _Entry, received: Headers) -> str:
         words.append("--head")
     elif e.method != "GET":
         words += ["-X", e.method]
-    target = redact_target(e.path)
+    target = redact_target(e.path, also)
     words.append(shlex.quote(f"{e.scheme}://{host}{target}"))
     redacted = ["the URL"] if target != e.path else []
     left_out = []
@@ -237,6 +265,13 @@ def curl(e: _Entry, received: Headers) -> str:
     if redacted:
         notes.append("secret values redacted (***): " + ", ".join(redacted))
     return command + (f"  # {'; '.join(notes)}" if notes else "")
+
+
+def _websocket(t: Tunnel) -> dict[str, Any]:
+    return {"open": not t.done.done(), "bytes_up": t.bytes_up, "bytes_down": t.bytes_down,
+            "closed_by": t.closed_by, "close_code": t.close_code, "error": t.error,
+            "opened_at": t.started,
+            "closed_at": t.ended}
 
 
 def _sent_headers(ex: Exchange | None) -> Headers:

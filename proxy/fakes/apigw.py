@@ -16,6 +16,18 @@ Requests outside the stage get API Gateway's 403 `{"message":"Missing Authentica
 signature, which the fake recomputes from what it received (`sigv4_check`) and refuses with API
 Gateway's 403s; `Seen.sigv4` says how it went.
 `GET /_fake/requests` lists what it saw (not under the stage, so never proxied by accident).
+
+A WebSocket handshake under the stage is a `$connect`: authorized like any request (`require`
+headers, `require_query` parameters as a Lambda REQUEST authorizer reads them, or `iam`: a
+signed Authorization header or a presigned URL, checked with `sigv4_check`'s own math), then
+answered with 101 (subprotocols `chat` and `json` are accepted when offered; permessage-deflate
+when asked). Each message is echoed, except these (text) commands:
+  push N             send N messages "push 1".."push N"
+  flood N            send N MiB of binary as fast as the connection takes it
+  close CODE [why]   close with that code
+  silence            stop answering (and reading) from here on
+  drop               cut the connection (no close frame)
+`ws_seen` keeps each connection's close code as the fake saw it.
 """
 
 from __future__ import annotations
@@ -34,7 +46,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from proxy.fakes import sigv4_check
 
@@ -66,6 +78,10 @@ class FakeApiGateway:
     iam: Mapping[str, str] = field(default_factory=dict)  # key id -> secret key
     iam_tokens: Mapping[str, str] = field(default_factory=dict)  # key id -> its session token
     iam_region: str | None = None  # the region signatures must be scoped to; None: any
+    # WebSocket $connect: query parameter -> value a REQUEST authorizer wants
+    require_query: dict[str, str] = field(default_factory=dict)
+    ws_open: int = 0  # WebSocket connections open now
+    ws_seen: list[dict[str, Any]] = field(default_factory=list)  # closed ones: path, close code
     clock: Callable[[], float] = time.time  # the fake's clock: signature expiry and `Date`
     seen: deque[Seen] = field(default_factory=lambda: deque(maxlen=10_000))
     url: str = ""
@@ -116,11 +132,14 @@ class FakeApiGateway:
             return web.Response(status=403, headers=amzn | {"x-amzn-ErrorType":
                                 "MissingAuthenticationTokenException"},
                                 text='{"message":"Missing Authentication Token"}')
+        websocket = h.get("Upgrade", "").lower() == "websocket"
         if self.iam:
-            refusal = sigv4_check.check(
-                sigv4_check.Request(request.method, request.raw_path, seen.headers,
-                                    seen.body_sha256),
-                self.iam, self.iam_tokens, self.clock(), self.iam_region)
+            signed = sigv4_check.Request(request.method, request.raw_path, seen.headers,
+                                         seen.body_sha256)
+            # A $connect may be signed in its headers (SDKs) or its URL (browsers).
+            presigned = websocket and "Authorization" not in h
+            refusal = (sigv4_check.check_presigned if presigned else sigv4_check.check)(
+                signed, self.iam, self.iam_tokens, self.clock(), self.iam_region)
             seen.sigv4 = refusal.error_type if refusal else "verified"
             amzn["Date"] = formatdate(self.clock(), usegmt=True)
             if refusal:
@@ -129,12 +148,17 @@ class FakeApiGateway:
                                     text=json.dumps({"message": refusal.message},
                                                     separators=(",", ":")))
         refused = any(h.get(name) != want for name, want in self.require.items())
+        if websocket:
+            refused = refused or any(request.query.get(name) != want
+                                     for name, want in self.require_query.items())
         if refused or h.get("Authorization") in self.reject:
             return web.Response(status=401, headers=amzn | {"x-amzn-ErrorType":
                                 "UnauthorizedException"}, text='{"message":"Unauthorized"}')
         if "X-Fake-Delay" in h:
             await asyncio.sleep(float(h["X-Fake-Delay"]))
         status = int(h.get("X-Fake-Status", "200"))
+        if websocket and "X-Fake-Status" not in h:
+            return await self._websocket(request)
         headers = dict(amzn)
         for extra in h.getall("X-Fake-Header", []):
             name, _, value = extra.partition(":")
@@ -148,6 +172,47 @@ class FakeApiGateway:
             return web.Response(status=status, headers=headers, text=h["X-Fake-Body"])
         echo = seen.as_json() | {"path": request.path, "query": request.query_string}
         return web.Response(status=status, headers=headers, text=json.dumps(echo))
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(protocols=("chat", "json"), heartbeat=None,
+                                   max_msg_size=0)
+        await ws.prepare(request)
+        self.ws_open += 1
+        record: dict[str, Any] = {"path": request.raw_path, "close_code": None}
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.BINARY:
+                    await ws.send_bytes(msg.data)
+                    continue
+                if msg.type != WSMsgType.TEXT:
+                    break
+                word, _, arg = msg.data.partition(" ")
+                if word == "push":
+                    for i in range(1, int(arg or "1") + 1):
+                        await ws.send_str(f"push {i}")
+                elif word == "flood":
+                    block = b"f" * 65536
+                    for _ in range(int(arg or "1") * 16):
+                        await ws.send_bytes(block)
+                elif word == "close":
+                    code, _, why = arg.partition(" ")
+                    await ws.close(code=int(code or "1000"), message=why.encode())
+                    break
+                elif word == "silence":
+                    await asyncio.sleep(3600)
+                elif word == "drop":
+                    if request.transport is not None:
+                        request.transport.abort()
+                    break
+                else:
+                    await ws.send_str(msg.data)
+        except ConnectionError:
+            pass
+        finally:
+            self.ws_open -= 1
+            record["close_code"] = ws.close_code
+            self.ws_seen.append(record)
+        return ws
 
     async def _stream(self, request: web.Request, status: int,
                       headers: dict[str, str]) -> web.StreamResponse:
@@ -179,12 +244,17 @@ def main() -> None:
     parser.add_argument("--stage", default="/Development")
     parser.add_argument("--require", action="append", default=[], metavar="'Header: value'",
                         help="answer 401 like an authorizer unless this header has this value")
+    parser.add_argument("--require-query", action="append", default=[], metavar="NAME=VALUE",
+                        help="WebSocket $connect: answer 401 unless this query parameter has "
+                             "this value")
     args = parser.parse_args()
     require = {name.strip(): value.strip()
                for name, _, value in (r.partition(":") for r in args.require)}
 
     async def run() -> None:
-        fake = FakeApiGateway(stage=args.stage.rstrip("/"), require=require)
+        fake = FakeApiGateway(stage=args.stage.rstrip("/"), require=require,
+                              require_query=dict(q.partition("=")[::2]
+                                                 for q in args.require_query))
         url = await fake.start(args.host, args.port)
         print(f"fake API Gateway on {url}{fake.stage}", flush=True)
         stop = asyncio.Event()

@@ -129,6 +129,85 @@ def check(request: Request, secrets: Mapping[str, str], tokens: Mapping[str, str
     return None
 
 
+MAX_EXPIRES = 7 * 24 * 3600  # SigV4's own limit on X-Amz-Expires
+_QUERY_AUTH = ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
+               "X-Amz-SignedHeaders", "X-Amz-Signature")
+
+
+def check_presigned(request: Request, secrets: Mapping[str, str], tokens: Mapping[str, str],
+                    now: float, region: str | None = None,
+                    service: str = "execute-api") -> Refusal | None:
+    """A presigned URL (query-string SigV4, as on a WebSocket `$connect`): None when its
+    signature verifies and it has not expired; else API Gateway's refusal."""
+    path, _, query = request.raw_target.partition("?")
+    params: dict[str, str] = {}
+    for piece in query.split("&") if query else ():
+        name, _, value = piece.partition("=")
+        params.setdefault(_decode(name).decode("utf-8", "replace"),
+                          _decode(value).decode("utf-8", "replace"))
+    if not any(name in params for name in _QUERY_AUTH):
+        return Refusal("MissingAuthenticationTokenException", "Missing Authentication Token")
+    missing = [name for name in _QUERY_AUTH if name not in params]
+    if missing:
+        return Refusal("IncompleteSignatureException",
+                       " ".join(f"AWS query-string parameters must include '{n}'."
+                                for n in missing) + " Re-examine the query-string parameters.")
+    if params["X-Amz-Algorithm"] != "AWS4-HMAC-SHA256":
+        return Refusal("IncompleteSignatureException",
+                       f"Unsupported AWS 'algorithm': '{params['X-Amz-Algorithm']}'")
+    stamp = params["X-Amz-Date"]
+    try:
+        signed_at = _epoch(stamp)
+        expires = int(params["X-Amz-Expires"])
+    except ValueError:
+        return Refusal("IncompleteSignatureException",
+                       "X-Amz-Date must be in ISO-8601 'basic format' and X-Amz-Expires a "
+                       "number of seconds")
+    if not 0 < expires <= MAX_EXPIRES:
+        return Refusal("IncompleteSignatureException",
+                       f"X-Amz-Expires must be between 1 and {MAX_EXPIRES} seconds")
+    if now > signed_at + expires:
+        return Refusal("InvalidSignatureException",
+                       f"Signature expired: {stamp} is now earlier than "
+                       f"{_fmt(now - expires)} ({_fmt(now)} - {expires} sec.)")
+    if signed_at > now + SKEW:
+        return Refusal("InvalidSignatureException",
+                       f"Signature not yet current: {stamp} is still later than "
+                       f"{_fmt(now + SKEW)} ({_fmt(now)} + 5 min.)")
+    scope = params["X-Amz-Credential"].split("/")
+    if len(scope) != 5 or scope[4] != "aws4_request":
+        return Refusal("IncompleteSignatureException",
+                       "Credential should be scoped with a valid terminator: 'aws4_request'")
+    key_id, scope_date, scope_region, scope_service, _ = scope
+    if scope_date != stamp[:8] or (region is not None and scope_region != region) \
+            or scope_service != service:
+        return Refusal("InvalidSignatureException",
+                       f"Credential should be scoped to a valid region and service, and to "
+                       f"the date of X-Amz-Date, not '{'/'.join(scope[1:])}'. ")
+    secret = secrets.get(key_id)
+    if secret is None or not _same(params.get("X-Amz-Security-Token"), tokens.get(key_id)):
+        return Refusal("UnrecognizedClientException", BAD_TOKEN)
+    names = params["X-Amz-SignedHeaders"].split(";")
+    if "host" not in names:
+        return Refusal("IncompleteSignatureException",
+                       "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.")
+    unsigned_query = "&".join(piece for piece in query.split("&")
+                              if _decode(piece.partition("=")[0]) != b"X-Amz-Signature")
+    canonical = "\n".join([
+        request.method.upper(), _canonical_path(path), _canonical_query(unsigned_query),
+        "".join(f"{name}:{_header_values(request.headers, name)}\n" for name in names),
+        params["X-Amz-SignedHeaders"], request.body_sha256])
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", stamp, "/".join(scope[1:]),
+                         hashlib.sha256(canonical.encode("utf-8")).hexdigest()])
+    key = ("AWS4" + secret).encode("utf-8")
+    for part in (scope_date, scope_region, scope_service, "aws4_request"):
+        key = hmac.new(key, part.encode("utf-8"), hashlib.sha256).digest()
+    expected = hmac.new(key, to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, params["X-Amz-Signature"]):
+        return Refusal("InvalidSignatureException", MISMATCH)
+    return None
+
+
 def _parse(authorization: str) -> tuple[dict[str, str], Refusal | None]:
     # API Gateway reads the first word as the algorithm and the rest as `key=value` pairs:
     # `Bearer abc` is refused for its pair `abc`, a bare JWT for missing parameters.

@@ -113,6 +113,25 @@ class ClientConnection(RequestHandler):
             transport.write(_TIMEOUT_ANSWER % new_request_id().encode())
         self.force_close()
 
+    # --- WebSocket ----------------------------------------------------------------------------
+
+    def can_take_over(self) -> bool:
+        """aiohttp holds this connection as upgraded (it switched for this very request, and
+        parsed nothing behind it): a tunnel could have the rest of its bytes."""
+        return (self._upgraded and not self._messages and self._payload_parser is None
+                and self.transport is not None and not self._force_close)
+
+    def take_over(self) -> bytes | None:
+        """After a 101: the connection leaves HTTP for a tunnel. Returns the bytes the client
+        sent behind its handshake (aiohttp keeps them aside once a request upgrades), or None
+        when aiohttp does not hold this connection as upgraded, or it is gone: then nothing
+        may be tunnelled, since aiohttp may have parsed those bytes as further requests."""
+        if not self.can_take_over():
+            return None
+        tail, self._message_tail = self._message_tail, b""
+        self._disarm()
+        return tail
+
     # --- EOF and loss -------------------------------------------------------------------------
 
     def eof_received(self) -> bool | None:  # type: ignore[override]

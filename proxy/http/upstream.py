@@ -41,16 +41,17 @@ class Pool:
         return sum(len(v) for v in self.idle.values())
 
     async def request(self, ep: Endpoint, method: str, head: bytes, body: Body, chunked: bool,
-                      deadline: float) -> Answer:
+                      deadline: float, upgrade: bool = False) -> Answer:
         """Send one request; returns once the answer's headers are in. The caller must
-        `close()` the answer (a no-op once its body was read to the end)."""
+        `close()` the answer (a no-op once its body was read to the end). `upgrade`: a
+        WebSocket handshake; a 101 answer then leaves its connection to `detach`."""
         # A streamed body is gone once sent; bytes (or none) can go again. (No isinstance on
         # the AsyncIterable ABC here: that check showed in the profile.)
         retry = method in IDEMPOTENT and (body is None or isinstance(body, bytes))
         while True:
             conn = await self._acquire(ep)
             reused = conn.used > 0
-            answer = conn.start(method, deadline)
+            answer = conn.start(method, deadline, upgrade)
             try:
                 conn.transport.write(head)  # type: ignore[union-attr]
                 if body is not None:
@@ -137,6 +138,18 @@ class Pool:
         self.idle.setdefault(conn.ep, []).append(conn)
         if self._sweep is None:
             self._sweep = loop.call_later(self.idle_timeout, self._expire)
+
+    def detach(self, answer: Answer) -> tuple[asyncio.Transport, bytes]:
+        """After a 101: the connection leaves the pool for good (a WebSocket tunnel owns it
+        from here, and closes it); its transport and the bytes already read past the head."""
+        conn = answer.conn
+        assert answer.status == 101 and answer.upgrade and conn.transport is not None
+        self.watched.discard(answer)  # `timeout` bounds the handshake only
+        answer.done = answer.released = True  # close() and release() are no-ops now
+        conn.answer = None
+        self.active -= 1
+        self._all.discard(conn)
+        return conn.transport, answer.tail
 
     def watch(self, answer: Answer) -> None:
         self.watched.add(answer)

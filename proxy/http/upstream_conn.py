@@ -56,9 +56,9 @@ class UpstreamError(Exception):
 class Answer:
     __slots__ = ("conn", "status", "reason", "headers", "chunks", "size", "done", "error",
                  "waiter", "head_only", "got_head", "interim", "framed", "got_bytes", "deadline",
-                 "keep_alive", "released", "cut", "sending", "head_size")
+                 "keep_alive", "released", "cut", "sending", "head_size", "upgrade", "tail")
 
-    def __init__(self, conn: Conn, head_only: bool) -> None:
+    def __init__(self, conn: Conn, head_only: bool, upgrade: bool = False) -> None:
         self.conn = conn
         self.status = 0
         self.reason = ""
@@ -81,6 +81,10 @@ class Answer:
         # until then, or another request could be written into the middle of this body.
         self.sending = False
         self.head_size = 0  # bytes read before the head was complete
+        # The request asked to switch to WebSocket: a 101 is its final answer, and the
+        # connection then belongs to a tunnel (Pool.detach), never to the pool again.
+        self.upgrade = upgrade
+        self.tail = b""  # after a 101: the bytes that came behind its head (a server push)
 
     def refused_early(self) -> bool:
         """A final error answer arrived while the request body was still going out."""
@@ -181,7 +185,16 @@ class Conn(asyncio.Protocol):
             a.head_size += len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as e:
+            if a.upgrade and a.status == 101 and self.answer is a:
+                # The switch we asked for: what follows the head is WebSocket bytes, for the
+                # tunnel. Reading stops until it takes the connection over (Pool.detach).
+                a.tail = data[e.args[0]:] if e.args else b""
+                if self.transport is not None:
+                    self.transport.pause_reading()
+                self.reading_paused = True
+                a.wake()
+                return
             # A 101 (or an answer with Upgrade) to a request that asked for none: what follows
             # is not HTTP, and nothing here can relay it.
             if self.answer is a:
@@ -252,10 +265,13 @@ class Conn(asyncio.Protocol):
             self.transport.resume_reading()
 
     # --- one request ------------------------------------------------------------------------
-    def start(self, method: str, deadline: float) -> Answer:
+    def start(self, method: str, deadline: float, upgrade: bool = False) -> Answer:
         self.used += 1
         head_only = method == "HEAD"
-        a = self.answer = Answer(self, head_only)
+        a = self.answer = Answer(self, head_only, upgrade)
+        # A connection that carried an upgrade request is never pooled again, whatever the
+        # answer: the upstream may have switched in part, and nothing else may ride on it.
+        a.cut = upgrade
         # llhttp is ready for the next answer once one is complete, except after a HEAD answer,
         # whose body it would still wait for: then a fresh parser.
         if self.parser is None or self._after_head:
@@ -286,6 +302,9 @@ class Conn(asyncio.Protocol):
             return
         status = self.parser.get_status_code()
         if 100 <= status < 200:
+            if status == 101 and a.upgrade:
+                self._switching(a)
+                return
             a.interim, a.headers, a.reason = True, [], ""
             return
         a.status = status
@@ -300,6 +319,20 @@ class Conn(asyncio.Protocol):
         d = self._drain
         if d is not None and not d.done():
             d.set_result(None)  # a sender waiting to write more may not need to
+
+    def _switching(self, a: Answer) -> None:
+        """A 101 to our upgrade request: the final answer, if it switches to WebSocket."""
+        upgrade = next((v for k, v in a.headers if k.lower() == "upgrade"), "")
+        if not self.parser.should_upgrade() or upgrade.strip().lower() != "websocket":
+            a.fail(UpstreamError("broken", "a 101 that does not switch to WebSocket "
+                                 f"(Upgrade: {upgrade[:40] or 'missing'})"))
+            self.abort()
+            return
+        a.status, a.got_head, a.keep_alive, a.framed = 101, True, False, True
+        # llhttp still calls on_message_complete for the 101's empty message: `interim` makes
+        # it pass without finishing the answer (that would hand the connection back).
+        a.interim = True
+        a.wake()
 
     def on_body(self, body: bytes) -> None:
         a = self.answer

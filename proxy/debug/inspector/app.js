@@ -16,6 +16,7 @@
     again: false,
     generation: 0, // bumped when the filters change, so a late answer is dropped
     endpoints: new Set(),
+    websockets: new Map(), // id -> the latest record of a WebSocket (its numbers move)
   };
 
   const $ = (id) => document.getElementById(id);
@@ -216,7 +217,7 @@
       row.classList.toggle("selected", on);
       row.setAttribute("aria-selected", on ? "true" : "false");
     }
-    const x = state.exchanges.find((e) => e.id === id);
+    const x = state.websockets.get(id) || state.exchanges.find((e) => e.id === id);
     $("detail").replaceChildren(...(x ? renderDetail(x) : []));
   }
 
@@ -240,6 +241,11 @@
       field("Request id", el("span", { class: "mono" }, x.request_id || "-")),
       field("API Gateway id", el("span", { class: "mono" }, x.amzn_request_id || "-")),
       x.error ? field("Error", el("span", { class: "error" }, x.error)) : null));
+    if (x.websocket) {
+      out.push(el("dl", { class: "summary" },
+        field("WebSocket", wsState(x.websocket)),
+        field("Bytes", `up ${size(x.websocket.bytes_up)}, down ${size(x.websocket.bytes_down)}`)));
+    }
     if (x.hint) {
       out.push(el("div", { class: "hint", role: "note" }, el("strong", {}, "Hint: "), x.hint));
     }
@@ -297,6 +303,40 @@
       el("h3", {}, "Replay through authproxy"),
       el("p", { class: "muted" }, "The command goes to this proxy, which injects the credential again: it holds no secret."),
       button, pre);
+  }
+
+  // --- WebSockets ----------------------------------------------------------------------------
+
+  function wsState(w) {
+    if (w.open) return el("span", { class: "state state-ready" }, "open");
+    const code = w.close_code ? ` (${w.close_code})` : "";
+    return el("span", { class: "muted" }, `closed by ${w.closed_by || "?"}${code}`);
+  }
+
+  async function pollWebsockets() {
+    let data;
+    try {
+      data = await getJSON("api/websockets");
+    } catch (e) {
+      return; // the exchanges poll reports a lost proxy
+    }
+    const all = data.open.concat(data.recent);
+    const now = Date.now() / 1000;
+    const before = state.websockets.get(state.selected);
+    state.websockets = new Map(all.map((x) => [x.id, x]));
+    const after = state.websockets.get(state.selected);
+    if (after && JSON.stringify(after) !== JSON.stringify(before)) select(state.selected);
+    $("ws-count").textContent = `(${data.open.length} open)`;
+    $("ws-empty").hidden = all.length > 0;
+    $("websockets").tBodies[0].replaceChildren(...all.map((x) => {
+      const w = x.websocket;
+      const took = (w.closed_at || now) - w.opened_at;
+      return el("tr", { "data-ws": x.id, class: w.open ? "ws-open" : "" },
+        el("td", {}, clock(w.opened_at)), el("td", { class: "mono" }, x.path),
+        el("td", {}, x.endpoint), el("td", {}, wsState(w)),
+        el("td", { class: "num" }, size(w.bytes_up)), el("td", { class: "num" }, size(w.bytes_down)),
+        el("td", { class: "num" }, humanDelta(took)));
+    }));
   }
 
   // --- credentials ---------------------------------------------------------------------------
@@ -384,6 +424,8 @@
 
     pollExchanges();
     pollCredentials();
+    pollWebsockets();
+    setInterval(() => { if (!document.hidden) pollWebsockets(); }, POLL_MS);
     // Polling, not a stream: nothing long-lived holds the proxy's drain at shutdown, and a
     // hidden tab costs nothing.
     setInterval(() => { if (!document.hidden) pollExchanges(); }, POLL_MS);

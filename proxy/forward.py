@@ -60,7 +60,6 @@ class Exchange:
             else None
 
 
-
 Inject = tuple[tuple[str, str], ...]  # the credential's headers, one or more pairs
 # replay(sent, body_sha256, headers): the credential's headers to send again with, or None;
 # for a signed request the body's sha256 and the headers going upstream, to sign again over
@@ -215,8 +214,8 @@ def _under(location: str, base: str) -> bool:
     return location.startswith(base) and location[len(base):len(base) + 1] in ("", "/", "?")
 
 
-def request_head(method: str, up: Upstream, rest: str, query: str, headers: list[tuple[str, str]],
-          chunked: bool) -> bytes:
+def request_head(method: str, up: Upstream, rest: str, query: str,
+                 headers: list[tuple[str, str]], chunked: bool) -> bytes:
     target = up.base_path + rest + ("?" + query if query else "")
     # aiohttp's server decoded the client's bytes with surrogateescape: this gives them back.
     return (f"{method} {up.target_prefix}{target} HTTP/1.1\r\nHost: {up.host_header}\r\n"

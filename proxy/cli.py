@@ -59,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--port", type=int, default=8080, help="proxy port (default 8080)")
     m.add_argument("--once", action="store_true",
                    help="exit after showing one request per strategy")
+    sub.add_parser("schema", help="print the JSON Schema of the config file (for editors)",
+                   description="print the JSON Schema (draft 2020-12) of the config file; "
+                   "editors on yaml-language-server use it through a first line "
+                   "`# yaml-language-server: $schema=PATH`")
     c = with_config("completion", "print a shell completion script (bash or zsh)")
     c.add_argument("shell", nargs="?", choices=("bash", "zsh"),
                    help='e.g. eval "$(authproxy completion bash)" in ~/.bashrc')
@@ -77,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from proxy.commands.demo import demo
             return demo(args.port, args.once)
+        if args.command == "schema":
+            from proxy.commands.schema import schema
+            return schema()
         if args.command == "completion":
             from proxy.commands import completion
             if args.list:

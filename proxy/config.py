@@ -84,7 +84,7 @@ _EXECUTE_API = re.compile(r"\.execute-api\.[a-z]{2}(-[a-z]+)+-\d\.amazonaws\.com
 @dataclass(frozen=True)
 class IamCredential:
     name: str
-    source: Literal["identity_pool", "keys", "aws"]
+    source: Literal["identity_pool", "keys", "aws"]  # where the AWS credentials come from
     identity_pool_id: str = ""  # identity_pool: us-east-1:<guid>
     login: str | None = None  # identity_pool: a cognito credential whose ID token signs in
     endpoint: str | None = None  # identity_pool: default https://cognito-identity.<region>.amazonaws.com/
@@ -126,7 +126,7 @@ Credential = StaticCredential | CognitoCredential | IamCredential | CommandCrede
 class Endpoint:
     name: str  # letters, digits, . _ ~ -; served at /<name>/... unless prefix or host is set
     endpoint: str  # upstream base URL, no trailing slash
-    auth: str | None = None  # credential name; None for `none`
+    auth: str | None = None  # a credential name, or none (stored as None): no auth header
     prefix: str = ""  # local path prefix, default "/<name>"; "/" takes every path
     host: str | None = None  # match on this Host header instead (port ignored)
     client_header: Literal["replace", "keep"] = "replace"  # when the client sent the auth header

@@ -199,18 +199,22 @@ _YAML: dict[tuple[type, str], dict[str, Any]] = {
 
 # --- sections --------------------------------------------------------------------------------
 
-_SECTIONS: dict[str, tuple[type, tuple[str, ...]]] = {
-    "listen": (c.Listen, c._LISTEN_KEYS),
-    "cors": (c.Cors, c._CORS_KEYS),
-    "logging": (c.Logging, c._LOGGING_KEYS),
-    "admin": (c.Admin, c._ADMIN_KEYS),
-    "token_cache": (c.TokenCache, c._TOKEN_CACHE_KEYS),
-    "endpoint": (c.Endpoint, c._ENDPOINT_KEYS),
-}
+def _sections() -> dict[str, tuple[type, tuple[str, ...]]]:
+    """Each section's type and the loader's table of its keys, as they are now."""
+    return {
+        "listen": (c.Listen, c._LISTEN_KEYS),
+        "cors": (c.Cors, c._CORS_KEYS),
+        "logging": (c.Logging, c._LOGGING_KEYS),
+        "admin": (c.Admin, c._ADMIN_KEYS),
+        "token_cache": (c.TokenCache, c._TOKEN_CACHE_KEYS),
+        "endpoint": (c.Endpoint, c._ENDPOINT_KEYS),
+    }
+
+
 _CRED_CLASSES: dict[str, type] = {
     typing.get_args(typing.get_type_hints(cls)["type"])[0]: cls
     for cls in typing.get_args(c.Credential)}
-_DEFS: dict[Any, str] = {cls: name for name, (cls, _) in _SECTIONS.items()} | {
+_DEFS: dict[Any, str] = {cls: name for name, (cls, _) in _sections().items()} | {
     cls: f"{kind}_credential" for kind, cls in _CRED_CLASSES.items()}
 
 
@@ -359,7 +363,7 @@ def _credential_defs() -> Schema:
                        + "; ".join(f"{k}: {field_comments(cls)['type']}"
                                    for k, cls in _CRED_CLASSES.items()),
         "type": "object", "required": ["type"],
-        "properties": {"type": {"enum": kinds}},
+        "properties": {"type": {"description": " | ".join(kinds), "enum": kinds}},
         "allOf": [{"if": {"properties": {"type": {"const": k}}, "required": ["type"]},
                    "then": {"$ref": f"#/$defs/{_DEFS[cls]}"}}
                   for k, cls in _CRED_CLASSES.items()]}
@@ -382,7 +386,7 @@ def _cross_field(defs: Schema) -> None:
 
 def build() -> Schema:
     defs: Schema = {"env_var": VAR_STRING}
-    for name, (cls, keys) in _SECTIONS.items():
+    for name, (cls, keys) in _sections().items():
         defs[name] = _section(cls, keys)
     defs.update(_credential_defs())
     _cross_field(defs)

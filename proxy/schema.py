@@ -179,7 +179,7 @@ _COMPUTED = object()
 _YAML: dict[tuple[type, str], dict[str, Any]] = {
     # The loader reads `none`, the type stores None.
     (c.Endpoint, "auth"): {"default": "none"},
-    # A mapping in YAML, pairs in the type (kept in order, names may repeat in case only).
+    # A mapping in YAML, (name, value) pairs in the type.
     (c.Endpoint, "set_headers"): {"schema": _MAPPING_OF_HEADERS, "default": {}},
     # "/<name>", or "/" with host: computed by the loader.
     (c.Endpoint, "prefix"): {"default": _COMPUTED},
@@ -385,6 +385,9 @@ def _cross_field(defs: Schema) -> None:
 
 
 def build() -> Schema:
+    for cls, key in _YAML:  # a key renamed or gone must not leave its YAML form behind
+        if key not in {f.name for f in dataclasses.fields(cls)}:
+            raise SchemaError(f"schema._YAML names {cls.__name__}.{key}, which is no field")
     defs: Schema = {"env_var": VAR_STRING}
     for name, (cls, keys) in _sections().items():
         defs[name] = _section(cls, keys)

@@ -59,16 +59,16 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--port", type=int, default=8080, help="proxy port (default 8080)")
     m.add_argument("--once", action="store_true",
                    help="exit after showing one request per strategy")
-    sub.add_parser("schema", help="print the JSON Schema of the config file (for editors)",
-                   description="print the JSON Schema (draft 2020-12) of the config file; "
-                   "editors on yaml-language-server use it through a first line "
-                   "`# yaml-language-server: $schema=PATH`")
     c = with_config("completion", "print a shell completion script (bash or zsh)")
     c.add_argument("shell", nargs="?", choices=("bash", "zsh"),
                    help='e.g. eval "$(authproxy completion bash)" in ~/.bashrc')
     c.add_argument("--list", choices=("credentials", "endpoints", "paths"),
                    help="print these names from the config, one a line (what the scripts "
                         "complete with)")
+    sub.add_parser("schema", help="print the JSON Schema of the config file (for editors)",
+                   description="print the JSON Schema (draft 2020-12) of the config file; "
+                   "editors on yaml-language-server use it through a first line "
+                   "`# yaml-language-server: $schema=PATH`")
     return p
 
 

@@ -65,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--list", choices=("credentials", "endpoints", "paths"),
                    help="print these names from the config, one a line (what the scripts "
                         "complete with)")
+    sub.add_parser("schema", help="print the JSON Schema of the config file (for editors)",
+                   description="print the JSON Schema (draft 2020-12) of the config file; "
+                   "editors on yaml-language-server use it through a first line "
+                   "`# yaml-language-server: $schema=PATH`")
     return p
 
 
@@ -77,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from proxy.commands.demo import demo
             return demo(args.port, args.once)
+        if args.command == "schema":
+            from proxy.commands.schema import schema
+            return schema()
         if args.command == "completion":
             from proxy.commands import completion
             if args.list:

@@ -14,21 +14,24 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 
 from proxy.secret import Secret
 
 DEFAULT_CONFIG = "config/proxy.yaml"
-FLOWS = ("password", "srp", "refresh_token", "client_credentials", "authorization_code")
+Flow = Literal["password", "srp", "refresh_token", "client_credentials", "authorization_code"]
+FLOWS: tuple[str, ...] = get_args(Flow)
+LogLevel = Literal["debug", "info", "warning", "error"]
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 @dataclass(frozen=True)
 class Listen:
     host: str = "127.0.0.1"  # loopback only by default
-    port: int = 8080
+    port: int = 8080  # TCP port to listen on (0: any free port)
     allowed_hosts: tuple[str, ...] = ()  # Host names accepted besides the loopback names
     shared_secret: Secret | None = None  # required X-Authproxy-Secret value, if set
     drain_timeout: float = 10.0  # seconds in-flight requests get after SIGTERM
@@ -40,24 +43,24 @@ class Listen:
 class StaticCredential:
     name: str
     value: Secret  # the header value, sent as is
-    header: str = "Authorization"
-    type: Literal["static"] = "static"
+    header: str = "Authorization"  # the header the value is sent in
+    type: Literal["static"] = "static"  # a fixed value: a token, an API key
 
 
 @dataclass(frozen=True)
 class CognitoCredential:
     name: str
-    flow: str  # password | srp | refresh_token | client_credentials | authorization_code
-    client_id: str
+    flow: Flow  # password (default) | srp | refresh_token | client_credentials | authorization_code
+    client_id: str  # the user pool app client's id
     region: str = ""  # default: the part of user_pool_id before "_"
     user_pool_id: str = ""  # required except for client_credentials
     client_secret: Secret | None = None  # when set, SECRET_HASH is sent
-    username: str = ""
+    username: str = ""  # password/srp: the user who signs in
     password: Secret | None = None  # password/srp; without it the `login` cache must hold a token
     refresh_token: Secret | None = None  # flow refresh_token; else taken from the login cache
-    token: Literal["id", "access"] = "id"
-    header: str = "Authorization"
-    prefix: str = "Bearer "
+    token: Literal["id", "access"] = "id"  # which JWT is sent; client_credentials: access only
+    header: str = "Authorization"  # the header the token is sent in
+    prefix: str = "Bearer "  # put before the token; "" sends the bare JWT
     refresh_margin: float = 300.0  # seconds before exp to fetch a new token in the background
     endpoint: str | None = None  # default https://cognito-idp.<region>.amazonaws.com/
     domain: str = ""  # client_credentials, authorization_code: token URL is <domain>/oauth2/token
@@ -65,7 +68,7 @@ class CognitoCredential:
     #                               default openid, email, profile
     redirect_port: int = 8976  # authorization_code: login listens on 127.0.0.1:<port>/callback
     identity_provider: str | None = None  # authorization_code: skip the chooser, go to this IdP
-    type: Literal["cognito"] = "cognito"
+    type: Literal["cognito"] = "cognito"  # a Cognito user pool token, fetched and refreshed
 
     @property
     def idp_url(self) -> str:
@@ -81,7 +84,7 @@ _EXECUTE_API = re.compile(r"\.execute-api\.[a-z]{2}(-[a-z]+)+-\d\.amazonaws\.com
 @dataclass(frozen=True)
 class IamCredential:
     name: str
-    source: Literal["identity_pool", "keys", "aws"]
+    source: Literal["identity_pool", "keys", "aws"]  # where the AWS credentials come from
     identity_pool_id: str = ""  # identity_pool: us-east-1:<guid>
     login: str | None = None  # identity_pool: a cognito credential whose ID token signs in
     endpoint: str | None = None  # identity_pool: default https://cognito-identity.<region>.amazonaws.com/
@@ -90,10 +93,10 @@ class IamCredential:
     session_token: Secret | None = None  # keys, optional
     profile: str | None = None  # aws: default $AWS_PROFILE, else the default profile
     region: str | None = None  # signing region; default from the endpoint host, else the pool's
-    service: str = "execute-api"
+    service: str = "execute-api"  # the service name SigV4 signs for
     max_signed_body: int = MAX_SIGNED_BODY  # bytes; the body is hashed before it is sent
     refresh_margin: float = 300.0  # seconds before the credentials expire to fetch new ones
-    type: Literal["iam"] = "iam"
+    type: Literal["iam"] = "iam"  # each request signed with SigV4 (AWS_IAM authorization)
     header: str = "Authorization"  # what SigV4 sets (and what client_header: keep looks for)
 
     @property
@@ -107,13 +110,13 @@ class CommandCredential:
     # argv, run without a shell; argv[0] is looked up on the proxy's PATH. Arguments may hold
     # secrets, so nothing prints them (describe, status and errors show argv[0] and a count).
     command: tuple[str, ...] = field(repr=False)
-    header: str = "Authorization"
+    header: str = "Authorization"  # the header the value is sent in
     prefix: str = ""  # put before the value, e.g. "Bearer "
     format: Literal["text", "json"] = "text"  # text: stdout trimmed; json: ExecCredential or token
     ttl: float = 300.0  # seconds to keep a value that states no expiry (a JWT's exp is one)
     refresh_margin: float = 30.0  # seconds before expiry to run the command again
     timeout: float = 10.0  # seconds a run may take before its process group is killed
-    type: Literal["command"] = "command"
+    type: Literal["command"] = "command"  # a value a program prints, rerun before it expires
 
 
 Credential = StaticCredential | CognitoCredential | IamCredential | CommandCredential
@@ -121,16 +124,16 @@ Credential = StaticCredential | CognitoCredential | IamCredential | CommandCrede
 
 @dataclass(frozen=True)
 class Endpoint:
-    name: str
+    name: str  # letters, digits, . _ ~ -; served at /<name>/... unless prefix or host is set
     endpoint: str  # upstream base URL, no trailing slash
-    auth: str | None = None  # credential name; None for `none`
+    auth: str | None = None  # a credential name, or none (stored as None): no auth header
     prefix: str = ""  # local path prefix, default "/<name>"; "/" takes every path
     host: str | None = None  # match on this Host header instead (port ignored)
-    client_header: Literal["replace", "keep"] = "replace"
+    client_header: Literal["replace", "keep"] = "replace"  # when the client sent the auth header
     set_headers: tuple[tuple[str, str], ...] = ()  # extra headers set upstream
     remove_headers: tuple[str, ...] = ()  # client headers dropped before forwarding
     timeout: float = 30.0  # total seconds per upstream exchange
-    connect_timeout: float = 5.0
+    connect_timeout: float = 5.0  # seconds to connect to the upstream (TCP and TLS)
     tls_verify: bool | str = True  # or a CA bundle path
     idle_timeout: float = 600.0  # WebSocket tunnels: seconds of silence before one is closed
     token_query: str | None = None  # WebSocket handshakes: the credential in this query parameter
@@ -139,26 +142,26 @@ class Endpoint:
 @dataclass(frozen=True)
 class Cors:
     allow_origins: tuple[str, ...] = ()  # exact origins, "*", or patterns like http://localhost:*
-    allow_methods: tuple[str, ...] = HTTP_METHODS
-    allow_headers: tuple[str, ...] = (
+    allow_methods: tuple[str, ...] = HTTP_METHODS  # methods a preflight may ask for
+    allow_headers: tuple[str, ...] = (  # request headers a preflight may ask for
         "Content-Type", "X-Amz-Date", "Authorization", "X-Api-Key", "X-Amz-Security-Token")
-    expose_headers: tuple[str, ...] = ()
-    allow_credentials: bool = False
-    max_age: int = 600
-    allow_private_network: bool = True
+    expose_headers: tuple[str, ...] = ()  # answer headers a page's script may read
+    allow_credentials: bool = False  # pages may send cookies; not with "*" in allow_origins
+    max_age: int = 600  # seconds a browser may keep a preflight's answer
+    allow_private_network: bool = True  # say yes to Private Network Access preflights
 
 
 @dataclass(frozen=True)
 class Logging:
-    level: str = "info"  # debug | info | warning | error
-    format: Literal["text", "json"] = "text"
+    level: LogLevel = "info"  # debug | info | warning | error
+    format: Literal["text", "json"] = "text"  # json: one object per line, for containers
     log_headers: bool = False  # log request/response headers, secrets redacted
 
 
 @dataclass(frozen=True)
 class Admin:
-    prefix: str = "/_authproxy"
-    inspector: bool = True
+    prefix: str = "/_authproxy"  # path of healthz, readyz, metrics and the inspector
+    inspector: bool = True  # serve the inspector page and its JSON APIs
     history: int = 200  # exchanges kept in memory for the inspector
 
 
@@ -167,7 +170,7 @@ class TokenCache:
     """`token_cache`: a Redis that processes with the same credential settings share tokens in."""
 
     url: Secret | None = None  # redis://host:6379/0 or rediss://; None: each process keeps its own
-    key_prefix: str = "authproxy:"
+    key_prefix: str = "authproxy:"  # put before every Redis key
     encryption_key: Secret | None = None  # required unless the url's host is loopback
     timeout: float = 0.5  # seconds per Redis call before the process uses its own cache
     tls_verify: bool | str = True  # rediss://: verify the server's certificate (or a CA bundle)
@@ -179,13 +182,13 @@ class TokenCache:
 
 @dataclass(frozen=True)
 class Config:
-    listen: Listen = field(default_factory=Listen)
-    credentials: Mapping[str, Credential] = field(default_factory=dict)
-    endpoints: tuple[Endpoint, ...] = ()
-    cors: Cors = field(default_factory=Cors)
-    logging: Logging = field(default_factory=Logging)
-    admin: Admin = field(default_factory=Admin)
-    token_cache: TokenCache = field(default_factory=TokenCache)
+    listen: Listen = field(default_factory=Listen)  # the local listener
+    credentials: Mapping[str, Credential] = field(default_factory=dict)  # header sources by name
+    endpoints: tuple[Endpoint, ...] = ()  # the rule table: where each request goes, how signed
+    cors: Cors = field(default_factory=Cors)  # which browser pages may call the proxy
+    logging: Logging = field(default_factory=Logging)  # the access log and the proxy's messages
+    admin: Admin = field(default_factory=Admin)  # the proxy's own pages, on its listener
+    token_cache: TokenCache = field(default_factory=TokenCache)  # tokens a fleet shares
     source: str = ""  # the file this came from
 
 
@@ -500,8 +503,9 @@ def _credential(v: _Validator, name: str, data: Any) -> Credential | None:
         if flow in ("password", "srp"):
             s.require("username")
     return CognitoCredential(
-        name=name, flow=flow, client_id=str(s.get("client_id", (str, int), "")),
-        region=region, user_pool_id=pool, client_secret=secret,
+        name=name, flow=flow,  # type: ignore[arg-type]
+        client_id=str(s.get("client_id", (str, int), "")), region=region, user_pool_id=pool,
+        client_secret=secret,
         username=str(s.get("username", (str, int), "")),
         password=s.secret("password") if flow in ("password", "srp") else None,
         refresh_token=s.secret("refresh_token"), token=token,  # type: ignore[arg-type]
@@ -572,6 +576,13 @@ def _managed_login_domain(value: str) -> str | None:
     return None
 
 
+# The keys that belong to one source only; another source's key is an error.
+_IAM_SOURCE_KEYS = {"identity_pool": ("identity_pool_id", "login", "endpoint"),
+                    "keys": ("access_key_id", "secret_access_key", "secret_access_key_file",
+                             "session_token", "session_token_file"),
+                    "aws": ("profile",)}
+
+
 def _iam(v: _Validator, s: _Section, name: str) -> IamCredential | None:
     path = s.path
     source = s.choice("source", IAM_SOURCES, "")
@@ -583,11 +594,7 @@ def _iam(v: _Validator, s: _Section, name: str) -> IamCredential | None:
     key_id = str(s.get("access_key_id", (str, int), ""))
     secret = s.secret("secret_access_key", required=source == "keys")
     token = s.secret("session_token")
-    used = {"identity_pool": ("identity_pool_id", "login", "endpoint"),
-            "keys": ("access_key_id", "secret_access_key", "secret_access_key_file",
-                     "session_token", "session_token_file"),
-            "aws": ("profile",)}
-    for other, keys in used.items():
+    for other, keys in _IAM_SOURCE_KEYS.items():
         for key in keys:
             if other != source and key in s.data and source:
                 v.error(s.sub(key), f"is for source {other}, not {source}")
@@ -730,14 +737,20 @@ def _endpoint(v: _Validator, i: int, data: Any, creds: Mapping[str, Any]) -> End
 
 
 _SIGNATURE_HEADERS = frozenset({"authorization", "x-amz-date", "x-amz-security-token"})
+# The keys each section accepts (what is not here is an unknown key); proxy/schema.py reads them.
+_TOP_KEYS = ("listen", "credentials", "endpoints", "cors", "logging", "admin", "token_cache")
+_LISTEN_KEYS = ("host", "port", "allowed_hosts", "shared_secret", "shared_secret_file",
+                "drain_timeout", "header_timeout", "keepalive_timeout")
+_CORS_KEYS = tuple(Cors.__dataclass_fields__)
+_LOGGING_KEYS = ("level", "format", "log_headers")
+_ADMIN_KEYS = ("prefix", "inspector", "history")
+_TOKEN_CACHE_KEYS = ("url", "url_file", "key_prefix", "encryption_key", "encryption_key_file",
+                     "timeout", "tls_verify")
 
 
 def _validate(data: Any, v: _Validator, source: str) -> Config:
-    top = v.section(data, "", ("listen", "credentials", "endpoints", "cors", "logging", "admin",
-                               "token_cache"))
-    ls = v.section(top.data.get("listen"), "listen",
-                   ("host", "port", "allowed_hosts", "shared_secret", "shared_secret_file",
-                    "drain_timeout", "header_timeout", "keepalive_timeout"))
+    top = v.section(data, "", _TOP_KEYS)
+    ls = v.section(top.data.get("listen"), "listen", _LISTEN_KEYS)
     listen = Listen(
         host=ls.get("host", str, "127.0.0.1"),
         port=ls.get("port", int, 8080, lambda p: None if 0 <= p < 65536 else "must be 0-65535"),
@@ -804,7 +817,7 @@ def _validate(data: Any, v: _Validator, source: str) -> Config:
         if n and names.index(n) != i:
             v.error(f"endpoints[{i}].name", f"duplicate endpoint name {n!r}")
 
-    cs = v.section(top.data.get("cors"), "cors", tuple(Cors.__dataclass_fields__))
+    cs = v.section(top.data.get("cors"), "cors", _CORS_KEYS)
     methods = tuple(m.upper() for m in cs.strings("allow_methods", Cors.allow_methods))
     cors = Cors(
         allow_origins=cs.strings("allow_origins", ()), allow_methods=methods,
@@ -825,12 +838,12 @@ def _validate(data: Any, v: _Validator, source: str) -> Config:
             v.error(f"cors.allow_origins[{i}]", f"a '*' must be a whole host label, as in "
                     f"https://*.example.com; got {origin!r}")
 
-    lg = v.section(top.data.get("logging"), "logging", ("level", "format", "log_headers"))
-    logging_ = Logging(level=lg.choice("level", ("debug", "info", "warning", "error"), "info"),
+    lg = v.section(top.data.get("logging"), "logging", _LOGGING_KEYS)
+    logging_ = Logging(level=lg.choice("level", LOG_LEVELS, "info"),  # type: ignore[arg-type]
                        format=lg.choice("format", ("text", "json"), "text"),  # type: ignore
                        log_headers=lg.get("log_headers", bool, False))
 
-    ad = v.section(top.data.get("admin"), "admin", ("prefix", "inspector", "history"))
+    ad = v.section(top.data.get("admin"), "admin", _ADMIN_KEYS)
     admin = Admin(prefix=ad.get("prefix", str, "/_authproxy", _path_prefix).rstrip("/") or "",
                   inspector=ad.get("inspector", bool, True),
                   history=ad.get("history", int, 200, lambda h: None if h >= 0 else
@@ -851,9 +864,7 @@ MIN_ENCRYPTION_KEY = 16  # characters: HKDF spreads a key's entropy, it cannot a
 
 
 def _token_cache(v: _Validator, top: dict[str, Any]) -> TokenCache:
-    s = v.section(top.get("token_cache"), "token_cache",
-                  ("url", "url_file", "key_prefix", "encryption_key", "encryption_key_file",
-                   "timeout", "tls_verify"))
+    s = v.section(top.get("token_cache"), "token_cache", _TOKEN_CACHE_KEYS)
     url = s.secret("url")  # a secret: redis://user:password@host holds the password
     key = s.secret("encryption_key")
     cache = TokenCache(

@@ -60,6 +60,11 @@ YAML
 "$AP" check -c proxy.yaml >/dev/null || fail "authproxy check"
 if "$AP" check -c /dev/null/nope.yaml >/dev/null 2>&1; then fail "check of a missing file passed"; fi
 
+step "authproxy schema"
+"$AP" schema > schema.json || fail "authproxy schema"
+"$W/venv/bin/python" -c 'import json, sys; d = json.load(open("schema.json")); sys.exit(0 if d["$schema"].endswith("2020-12/schema") and "credentials" in d["properties"] else 1)' \
+  || fail "authproxy schema printed no config schema"
+
 step "the inspector page of a running demo"
 port=$("$W/venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$AP" demo --port "$port" >"$W/demo.log" 2>&1 &

@@ -76,7 +76,7 @@ def _bash_complete(line: str, tmp_path: Path) -> list[str]:
 def test_bash_completes_commands_flags_choices_and_names(config: Path) -> None:
     tmp = config.parent
     assert _bash_complete("authproxy ", tmp) == ["serve", "check", "explain", "token", "login",
-                                                 "decode", "demo", "completion"]
+                                                 "decode", "demo", "completion", "schema"]
     assert _bash_complete("authproxy to", tmp) == ["token"]
     assert _bash_complete("authproxy serve --log-l", tmp) == ["--log-level"]
     assert _bash_complete("authproxy serve --log-level w", tmp) == ["warning"]

@@ -302,6 +302,9 @@ def start_command(logdir: Path, name: str, template: str, upstream_port: int, to
                           python=PY, bench=BENCH, launch=f"{PY} {BENCH / '_launch.py'}")
     proc = Proc(name, shlex.split(cmd), cpu, logdir)
     wait_http(f"http://127.0.0.1:{port}/", proc, timeout=30)
+    return proc, port
+
+
 def find_mitmdump() -> str | None:
     """mitmdump on PATH, or in a venv of its own beside the project's (its pins clash with
     ours): `python3 -m venv .venv-mitm && .venv-mitm/bin/pip install mitmproxy`."""

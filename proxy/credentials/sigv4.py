@@ -177,6 +177,16 @@ class _Day:
         self.token_line = f"x-amz-security-token:{_trim(self.token)}\n" if self.token else ""
         self.signed = "host;x-amz-date;x-amz-security-token" if self.token else "host;x-amz-date"
 
+    def signature(self, stamp: str, canonical_request: str) -> str:
+        """HMAC-SHA256 of the string to sign, under this day's signing key, in hex."""
+        string_to_sign = (f"{ALGORITHM}\n{stamp}\n{self.scope}\n"
+                          f"{hashlib.sha256(canonical_request.encode()).hexdigest()}")
+        inner = self.inner.copy()
+        inner.update(string_to_sign.encode())
+        outer = self.outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
+
     def __repr__(self) -> str:
         return f"_Day({self.date})"
 
@@ -215,9 +225,7 @@ class Signer:
         # Once per request on the proxy's hot path: one f-string per piece of the algorithm,
         # the rest made once a day (_Day) or cached (_stamp, canonical_uri, canonical_query).
         stamp = _stamp(int(time.time() if now is None else now))
-        last_keys, day = self._last
-        if last_keys is not keys or day is None or day.date != stamp[:8]:
-            day = self._day(keys, stamp[:8])
+        day = self._day(keys, stamp)
         # Sorted by name: content-type < host < x-amz-date < x-amz-security-token.
         content_type = _content_type(headers)
         if content_type is None:
@@ -228,14 +236,8 @@ class Signer:
             f"{method.upper()}\n{canonical_uri(raw_path)}\n{canonical_query(query)}\n"
             f"{type_line}{_host_line(host)}x-amz-date:{stamp}\n{day.token_line}\n"
             f"{signed}\n{payload_sha256}")
-        string_to_sign = (f"{ALGORITHM}\n{stamp}\n{day.scope}\n"
-                          f"{hashlib.sha256(canonical_request.encode()).hexdigest()}")
-        inner = day.inner.copy()
-        inner.update(string_to_sign.encode())
-        outer = day.outer.copy()
-        outer.update(inner.digest())
         authorization = (f"{day.credential}, SignedHeaders={signed}, "
-                         f"Signature={outer.hexdigest()}")
+                         f"Signature={day.signature(stamp, canonical_request)}")
         if day.token is None:
             return (("Authorization", authorization), ("X-Amz-Date", stamp))
         return (("Authorization", authorization), ("X-Amz-Date", stamp),
@@ -246,9 +248,7 @@ class Signer:
         """The query string of a presigned URL for this request (without `?`): the client's
         parameters as sent (bar copies of the signature's own), then the signature's."""
         stamp = _stamp(int(time.time() if now is None else now))
-        last_keys, day = self._last
-        if last_keys is not keys or day is None or day.date != stamp[:8]:
-            day = self._day(keys, stamp[:8])
+        day = self._day(keys, stamp)
         params = [
             ("X-Amz-Algorithm", ALGORITHM),
             ("X-Amz-Credential", f"{keys.access_key_id}/{day.scope}"),
@@ -262,15 +262,13 @@ class Signer:
         canonical_request = (
             f"{method.upper()}\n{canonical_uri(raw_path)}\n{_canonical_query(full)}\n"
             f"{_host_line(host)}\nhost\n{EMPTY_SHA256}")
-        string_to_sign = (f"{ALGORITHM}\n{stamp}\n{day.scope}\n"
-                          f"{hashlib.sha256(canonical_request.encode()).hexdigest()}")
-        inner = day.inner.copy()
-        inner.update(string_to_sign.encode())
-        outer = day.outer.copy()
-        outer.update(inner.digest())
-        return f"{full}&X-Amz-Signature={outer.hexdigest()}"
+        return f"{full}&X-Amz-Signature={day.signature(stamp, canonical_request)}"
 
-    def _day(self, keys: AwsKeys, date: str) -> _Day:
+    def _day(self, keys: AwsKeys, stamp: str) -> _Day:
+        last_keys, day = self._last
+        if last_keys is keys and day is not None and day.date == stamp[:8]:
+            return day  # the common case: the same keys as the request before, the same day
+        date = stamp[:8]
         cache_key = (keys, date)
         day = self._keys.get(cache_key)
         if day is None:

@@ -1,9 +1,10 @@
-"""The JSON Schema (draft 2020-12) of the config file, generated from `proxy/config.py`.
+"""The JSON Schema (draft 2020-12) of the config file, generated from the config types
+(proxy/config/types.py) and the reader's key tables (proxy/config/reader.py).
 
 Nothing here lists a key by hand. Which keys a section has, and in which order, comes from the
 loader's own tables (`_TOP_KEYS`, `_LISTEN_KEYS`, `_CRED_KEYS`, `_ENDPOINT_KEYS`, ...); each key's
 type, enum and default from its dataclass field; its description from the field's one-line
-comment in config.py's source (read with `tokenize`; config.py ships in the wheel). A key of a
+comment in types.py's source (read with `tokenize`; it ships in the wheel). A key of a
 table without a field, or a field without a comment, stops the generator: the schema cannot
 quietly fall behind the loader.
 
@@ -45,7 +46,8 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from proxy import config as c
+from proxy.config import reader as c  # the loader's key tables
+from proxy.config import types as t
 from proxy.secret import Secret
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -59,9 +61,9 @@ class SchemaError(Exception):
 # --- descriptions: the one-line comment of each field ----------------------------------------
 
 def field_comments(cls: type) -> dict[str, str]:
-    """{field: comment} of a dataclass in config.py: the comment at the end of the field's line,
+    """{field: comment} of a dataclass in types.py: the comment at the end of the field's line,
     continued by comment lines indented under it, or else the comment lines right above it."""
-    source = inspect.getsource(c)
+    source = inspect.getsource(t)
     comments: dict[int, tuple[int, str]] = {}  # line -> (column of the text, text)
     code_lines: set[int] = set()
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
@@ -178,22 +180,22 @@ _ARGV: Schema = {"type": "array", "minItems": 1, "items": {"type": ["string", "i
 _COMPUTED = object()
 _YAML: dict[tuple[type, str], dict[str, Any]] = {
     # The loader reads `none`, the type stores None.
-    (c.Endpoint, "auth"): {"default": "none"},
+    (t.Endpoint, "auth"): {"default": "none"},
     # A mapping in YAML, (name, value) pairs in the type.
-    (c.Endpoint, "set_headers"): {"schema": _MAPPING_OF_HEADERS, "default": {}},
+    (t.Endpoint, "set_headers"): {"schema": _MAPPING_OF_HEADERS, "default": {}},
     # "/<name>", or "/" with host: computed by the loader.
-    (c.Endpoint, "prefix"): {"default": _COMPUTED},
+    (t.Endpoint, "prefix"): {"default": _COMPUTED},
     # Defaults of "" below mean "not set": computed (region), required by some flows or
     # sources (see _cognito_flows, _iam_sources), or taken from the login cache.
-    (c.CognitoCredential, "region"): {"default": _COMPUTED},
-    (c.CognitoCredential, "user_pool_id"): {"default": _COMPUTED},
-    (c.CognitoCredential, "username"): {"default": _COMPUTED, "also_integer": True},
-    (c.CognitoCredential, "domain"): {"default": _COMPUTED},
-    (c.CognitoCredential, "client_id"): {"also_integer": True},
-    (c.CognitoCredential, "flow"): {"default": "password", "optional": True},
-    (c.IamCredential, "identity_pool_id"): {"default": _COMPUTED},
-    (c.IamCredential, "access_key_id"): {"default": _COMPUTED, "also_integer": True},
-    (c.CommandCredential, "command"): {"schema": _ARGV},
+    (t.CognitoCredential, "region"): {"default": _COMPUTED},
+    (t.CognitoCredential, "user_pool_id"): {"default": _COMPUTED},
+    (t.CognitoCredential, "username"): {"default": _COMPUTED, "also_integer": True},
+    (t.CognitoCredential, "domain"): {"default": _COMPUTED},
+    (t.CognitoCredential, "client_id"): {"also_integer": True},
+    (t.CognitoCredential, "flow"): {"default": "password", "optional": True},
+    (t.IamCredential, "identity_pool_id"): {"default": _COMPUTED},
+    (t.IamCredential, "access_key_id"): {"default": _COMPUTED, "also_integer": True},
+    (t.CommandCredential, "command"): {"schema": _ARGV},
 }
 
 
@@ -202,18 +204,18 @@ _YAML: dict[tuple[type, str], dict[str, Any]] = {
 def _sections() -> dict[str, tuple[type, tuple[str, ...]]]:
     """Each section's type and the loader's table of its keys, as they are now."""
     return {
-        "listen": (c.Listen, c._LISTEN_KEYS),
-        "cors": (c.Cors, c._CORS_KEYS),
-        "logging": (c.Logging, c._LOGGING_KEYS),
-        "admin": (c.Admin, c._ADMIN_KEYS),
-        "token_cache": (c.TokenCache, c._TOKEN_CACHE_KEYS),
-        "endpoint": (c.Endpoint, c._ENDPOINT_KEYS),
+        "listen": (t.Listen, c._LISTEN_KEYS),
+        "cors": (t.Cors, c._CORS_KEYS),
+        "logging": (t.Logging, c._LOGGING_KEYS),
+        "admin": (t.Admin, c._ADMIN_KEYS),
+        "token_cache": (t.TokenCache, c._TOKEN_CACHE_KEYS),
+        "endpoint": (t.Endpoint, c._ENDPOINT_KEYS),
     }
 
 
 _CRED_CLASSES: dict[str, type] = {
     typing.get_args(typing.get_type_hints(cls)["type"])[0]: cls
-    for cls in typing.get_args(c.Credential)}
+    for cls in typing.get_args(t.Credential)}
 _DEFS: dict[Any, str] = {cls: name for name, (cls, _) in _sections().items()} | {
     cls: f"{kind}_credential" for kind, cls in _CRED_CLASSES.items()}
 
@@ -309,7 +311,7 @@ def _cognito_flows(section: Schema) -> list[Schema]:
     `_authorization_code` check it (where one key alone decides)."""
     keys = section["properties"]
     rules = []
-    for flow in c.FLOWS:
+    for flow in t.FLOWS:
         then: Schema
         if flow == "authorization_code":
             then = {"allOf": _given("domain"), **_forbid(c._NOT_FOR_AUTHORIZATION_CODE, keys)}
@@ -337,7 +339,7 @@ def _iam_sources(section: Schema) -> list[Schema]:
              "keys": {"allOf": _given("access_key_id"), "anyOf": [
                  _not_null("secret_access_key"), _not_null("secret_access_key_file")]}}
     rules = []
-    for source in typing.get_args(typing.get_type_hints(c.IamCredential)["source"]):
+    for source in typing.get_args(typing.get_type_hints(t.IamCredential)["source"]):
         others = [k for s, ks in c._IAM_SOURCE_KEYS.items() if s != source for k in ks]
         then = {**needs.get(source, {}), **_forbid(others, section["properties"])}
         rules.append({"if": {"properties": {"source": {"const": source}},
@@ -393,7 +395,7 @@ def build() -> Schema:
         defs[name] = _section(cls, keys)
     defs.update(_credential_defs())
     _cross_field(defs)
-    comments = field_comments(c.Config)
+    comments = field_comments(t.Config)
     top: Schema = {}
     for key in c._TOP_KEYS:
         if key not in comments:
@@ -412,7 +414,7 @@ def build() -> Schema:
         "title": "authproxy config",
         "description": "The config file of authproxy, the local authenticating reverse proxy "
                        "for AWS API Gateway (authproxy serve -c FILE). Generated from "
-                       "proxy/config.py by proxy/schema.py; `authproxy check` checks more "
+                       "proxy/config/types.py by proxy/schema.py; `authproxy check` checks more "
                        "than this schema can (credential names, URLs, files).",
         "type": ["object", "null"],
         "additionalProperties": False,

@@ -17,10 +17,11 @@ import pytest
 import yaml
 from conftest import AUTHPROXY
 
-from proxy import config as c
 from proxy import schema
 from proxy.commands.schema import REGENERATE, copies
 from proxy.config import ConfigError, parse_config
+from proxy.config import reader as c  # the loader's key tables
+from proxy.config import types as t
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELINE = re.compile(r"# yaml-language-server: \$schema=(\S+)$")
@@ -56,7 +57,7 @@ def test_committed_schema_is_what_the_generator_makes() -> None:
 
 def test_a_key_the_loader_drops_makes_the_committed_schema_stale(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    # What the test above sees when config.py changes and the schema is not regenerated.
+    # What the test above sees when the config types change and the schema is not regenerated.
     committed = [tmp_path / "proxy.json", tmp_path / "config.json"]
     for path in committed:
         path.write_text(schema.render())
@@ -75,7 +76,7 @@ def test_a_loader_key_without_a_field_or_a_field_without_a_comment_stops_the_gen
     monkeypatch.undo()
     real = schema.field_comments
     monkeypatch.setattr(schema, "field_comments", lambda cls: {
-        k: v for k, v in real(cls).items() if (cls, k) != (c.Admin, "history")})
+        k: v for k, v in real(cls).items() if (cls, k) != (t.Admin, "history")})
     with pytest.raises(schema.SchemaError, match="Admin.history has no one-line comment"):
         schema.build()
 
@@ -113,9 +114,9 @@ def test_every_key_has_a_description_and_the_enums_come_from_the_types() -> None
             prop = section["properties"][key]
             assert prop.get("description"), f"{name}.{key} has no description"
     enums = {key: json.dumps(sub) for key, sub in properties(s)}
-    for key, values in {"flow": c.FLOWS, "type": ("static", "cognito", "iam", "command"),
-                        "source": c.IAM_SOURCES, "format": ("text", "json"),
-                        "client_header": ("replace", "keep"), "level": c.LOG_LEVELS,
+    for key, values in {"flow": t.FLOWS, "type": ("static", "cognito", "iam", "command"),
+                        "source": t.IAM_SOURCES, "format": ("text", "json"),
+                        "client_header": ("replace", "keep"), "level": t.LOG_LEVELS,
                         "token": ("id", "access")}.items():
         if key == "type":
             assert s["$defs"]["credential"]["properties"]["type"]["enum"] == list(values)

@@ -1,0 +1,48 @@
+"""The config file: its types (proxy/config/types.py) and its reader (proxy/config/reader.py),
+decided once at start; everything else imports them from here."""
+
+from proxy.config.reader import DEFAULT_CONFIG, ConfigError, Problem, load_config, parse_config
+from proxy.config.types import (
+    FLOWS,
+    HTTP_METHODS,
+    IAM_SOURCES,
+    LOG_LEVELS,
+    MAX_SIGNED_BODY,
+    Admin,
+    CognitoCredential,
+    CommandCredential,
+    Config,
+    Cors,
+    Credential,
+    Endpoint,
+    Flow,
+    IamCredential,
+    Listen,
+    Logging,
+    LogLevel,
+    StaticCredential,
+    TokenCache,
+)
+
+__all__ = [
+    "DEFAULT_CONFIG", "ConfigError", "Problem", "load_config", "parse_config",
+    "Admin",
+    "CognitoCredential",
+    "CommandCredential",
+    "Config",
+    "Cors",
+    "Credential",
+    "Endpoint",
+    "Flow",
+    "FLOWS",
+    "HTTP_METHODS",
+    "IAM_SOURCES",
+    "IamCredential",
+    "Listen",
+    "LOG_LEVELS",
+    "Logging",
+    "LogLevel",
+    "MAX_SIGNED_BODY",
+    "StaticCredential",
+    "TokenCache",
+]

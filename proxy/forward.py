@@ -301,7 +301,7 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
                 and small_answer(answer):
             while chunk := await answer.read():
                 first += chunk
-            refused = _token_refused(first)
+            refused = token_refused(first)
         if refused and replay is not None:
             body = spooled.payload() if spooled is not None else (
                 kept.replayable() if kept else None)
@@ -331,24 +331,14 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
             if name.lower() == "x-amzn-requestid":
                 ex.amzn_request_id = value
                 break
-        if status in (401, 403) and up.hint is not None and (first or small_answer(answer)):
-            while chunk := await answer.read():
-                first += chunk
-            ex.hint = up.hint(status, first, ex.sent_headers)
-            if ex.hint:
-                out.append(("X-Authproxy-Hint", ex.hint))
+        first = await read_hint(answer, up, ex, out, first)
         if answer.done and answer.error is None:
             # All of it is here already: one write for headers and body.
             body = first + b"".join(answer.chunks)
             ex.bytes_out = len(body) if not bodiless(method, status) else 0
             return Relay(request, status, answer.reason, out, body=body)
         relay = resp = Relay(request, status, answer.reason, out, length=declared_length(answer))
-        await relay.prepare(request)
-        await relay.send(first)
-        while chunk := await answer.read():
-            await relay.send(chunk)
-        await relay.finish()
-        ex.bytes_out = relay.bytes_sent
+        await stream(request, relay, answer, first, ex)
         return relay
     except UpstreamError as e:
         if e.kind in ("reset", "broken") and client_gone(request):
@@ -381,7 +371,32 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
             spooled.close()
 
 
-def _token_refused(body: bytes) -> bool:
+async def read_hint(answer: Answer, up: Upstream, ex: Exchange, out: list[tuple[str, str]],
+                    first: bytes) -> bytes:
+    """For a small 401/403 on an endpoint with a hinter: the body read whole (after `first`,
+    what was read of it already) and why API Gateway refused added as X-Authproxy-Hint.
+    Returns what has been read of the body."""
+    if answer.status in (401, 403) and up.hint is not None and (first or small_answer(answer)):
+        while chunk := await answer.read():
+            first += chunk
+        ex.hint = up.hint(answer.status, first, ex.sent_headers)
+        if ex.hint:
+            out.append(("X-Authproxy-Hint", ex.hint))
+    return first
+
+
+async def stream(request: web.BaseRequest, relay: Relay, answer: Answer, first: bytes,
+                 ex: Exchange) -> None:
+    """Send the answer's head, what was read of its body (`first`) and the rest as it comes."""
+    await relay.prepare(request)
+    await relay.send(first)
+    while chunk := await answer.read():
+        await relay.send(chunk)
+    await relay.finish()
+    ex.bytes_out = relay.bytes_sent
+
+
+def token_refused(body: bytes) -> bool:
     """API Gateway's 403 for temporary credentials that lapsed or were revoked."""
     low = body.lower()
     return b"security token" in low and (b"invalid" in low or b"expired" in low)

@@ -33,9 +33,12 @@ from proxy.forward import (
     declared_length,
     error_message,
     header_list,
+    read_hint,
     request_head,
     response_headers,
     small_answer,
+    stream,
+    token_refused,
 )
 from proxy.http.client_conn import ClientConnection
 from proxy.http.respond import Relay
@@ -44,7 +47,6 @@ from proxy.http.upstream import Answer, Pool, UpstreamError
 from proxy.target import Upstream
 
 PRESIGN_EXPIRES = 300  # seconds a presigned handshake URL is valid: it is used at once
-_TOKEN_REFUSED = (b"security token", b"invalid", b"expired")
 
 
 def is_handshake(request: web.BaseRequest) -> bool:
@@ -218,8 +220,7 @@ async def _refused(answer: Answer, hs: Handshake) -> bool:
     while chunk := await answer.read():
         body += chunk
     answer.chunks = [body]  # the whole answer is in (small_answer): _refusal reads it again
-    low = body.lower()
-    return _TOKEN_REFUSED[0] in low and any(w in low for w in _TOKEN_REFUSED[1:])
+    return token_refused(body)
 
 
 async def _refusal(request: web.BaseRequest, answer: Answer, hs: Handshake,
@@ -228,25 +229,14 @@ async def _refusal(request: web.BaseRequest, answer: Answer, hs: Handshake,
     up = hs.up
     out = ex.response_headers = response_headers(up, answer.headers, request, ())
     out.append(("X-Request-Id", ex.request_id))
-    first = b""
-    if answer.status in (401, 403) and up.hint is not None and small_answer(answer):
-        while chunk := await answer.read():
-            first += chunk
-        ex.hint = up.hint(answer.status, first, ex.sent_headers)
-        if ex.hint:
-            out.append(("X-Authproxy-Hint", ex.hint))
+    first = await read_hint(answer, up, ex, out, b"")
     if answer.done and answer.error is None:
         body = first + b"".join(answer.chunks)
         ex.bytes_out = len(body)
         return Relay(request, answer.status, answer.reason, out, body=body, close=True)
     relay = Relay(request, answer.status, answer.reason, out, length=declared_length(answer),
                   close=True)
-    await relay.prepare(request)
-    await relay.send(first)
-    while chunk := await answer.read():
-        await relay.send(chunk)
-    await relay.finish()
-    ex.bytes_out = relay.bytes_sent
+    await stream(request, relay, answer, first, ex)
     return relay
 
 

@@ -80,9 +80,7 @@ def check(request: Request, secrets: Mapping[str, str], tokens: Mapping[str, str
                        f"Signature expired: {stamp} is now earlier than {_fmt(now - SKEW)} "
                        f"({_fmt(now)} - 5 min.)")
     if signed_at > now + SKEW:
-        return Refusal("InvalidSignatureException",
-                       f"Signature not yet current: {stamp} is still later than "
-                       f"{_fmt(now + SKEW)} ({_fmt(now)} + 5 min.)")
+        return _not_yet_current(stamp, now)
 
     scope = fields["Credential"].split("/")
     if len(scope) != 5 or scope[4] != "aws4_request":
@@ -171,9 +169,7 @@ def check_presigned(request: Request, secrets: Mapping[str, str], tokens: Mappin
                        f"Signature expired: {stamp} is now earlier than "
                        f"{_fmt(now - expires)} ({_fmt(now)} - {expires} sec.)")
     if signed_at > now + SKEW:
-        return Refusal("InvalidSignatureException",
-                       f"Signature not yet current: {stamp} is still later than "
-                       f"{_fmt(now + SKEW)} ({_fmt(now)} + 5 min.)")
+        return _not_yet_current(stamp, now)
     scope = params["X-Amz-Credential"].split("/")
     if len(scope) != 5 or scope[4] != "aws4_request":
         return Refusal("IncompleteSignatureException",
@@ -277,6 +273,12 @@ def _decode(text: str) -> bytes:
 
 def _encode(data: bytes, keep: bytes = b"") -> str:
     return "".join(chr(b) if b in _UNRESERVED or b in keep else f"%{b:02X}" for b in data)
+
+
+def _not_yet_current(stamp: str, now: float) -> Refusal:
+    return Refusal("InvalidSignatureException",
+                   f"Signature not yet current: {stamp} is still later than "
+                   f"{_fmt(now + SKEW)} ({_fmt(now)} + 5 min.)")
 
 
 def _epoch(stamp: str) -> float:

@@ -331,7 +331,8 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
             if name.lower() == "x-amzn-requestid":
                 ex.amzn_request_id = value
                 break
-        first = await read_hint(answer, up, ex, out, first)
+        if status in (401, 403):  # the only answers with a hint: no coroutine for the rest
+            first = await read_hint(answer, up, ex, out, first)
         if answer.done and answer.error is None:
             # All of it is here already: one write for headers and body.
             body = first + b"".join(answer.chunks)

@@ -1,5 +1,6 @@
 """`make_server(config)`: wires guard, admin, CORS, rules, credentials and forwarding into one
-aiohttp low-level server with one upstream connection pool. Everything that depends on the
+server (our own client-side protocol, proxy/http/client_conn.py) with one upstream connection
+pool. Everything that depends on the
 config lives in a `Runtime` built at start (or reload); a request only looks things up in it.
 """
 
@@ -13,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from proxy.config import Config, Listen
 from proxy.cors import CorsPolicy
@@ -31,8 +31,14 @@ from proxy.debug.history import History
 from proxy.errors import error_response
 from proxy.forward import Exchange, Inject, forward, framing_problem, header_list
 from proxy.guard import Guard
-from proxy.http.client_conn import SUPPORTED_VERSIONS, ProxyServer, request_id, version_refusal
-from proxy.http.respond import Relay
+from proxy.http.client_conn import (
+    SUPPORTED_VERSIONS,
+    ProxyServer,
+    Request,
+    request_id,
+    version_refusal,
+)
+from proxy.http.respond import Relay, Response
 from proxy.http.tunnel import Tunnels
 from proxy.http.upstream import Pool
 from proxy.log import access as log_access
@@ -162,7 +168,7 @@ class Proxy:
             log.warning("listen.header_timeout/keepalive_timeout changed: connections keep the "
                         "old values for request heads and idling until authproxy restarts")
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(self, request: Request) -> Response:
         rt = self.rt
         started = time.perf_counter()
         if request.version not in SUPPORTED_VERSIONS:
@@ -241,8 +247,8 @@ class Proxy:
             self.metrics.in_flight -= 1
         return self._done(request, resp, ep.name, started, ex, None, injected)
 
-    async def _websocket(self, request: web.BaseRequest, rt: Runtime, endpoint: str, rest: str,
-                         query: str, started: float, origin: str | None) -> web.StreamResponse:
+    async def _websocket(self, request: Request, rt: Runtime, endpoint: str, rest: str,
+                         query: str, started: float, origin: str | None) -> Response:
         """A WebSocket handshake: forwarded with the credential on it, then a tunnel until
         either side closes; logged (and counted) once it is over."""
         problem = handshake_problem(request)
@@ -270,9 +276,9 @@ class Proxy:
                 metrics.in_flight -= 1
         return self._done(request, resp, endpoint, started, ex, origin, injected)
 
-    def _done(self, request: web.BaseRequest, resp: web.StreamResponse, endpoint: str,
+    def _done(self, request: Request, resp: Response, endpoint: str,
               started: float, ex: Exchange | None, origin: str | None = None,
-              injected: str | None = None) -> web.StreamResponse:
+              injected: str | None = None) -> Response:
         if not isinstance(resp, Relay) and not resp.prepared:
             # The proxy's own answer (an error, a preflight): it carries an id like any other.
             resp.headers["X-Request-Id"] = (ex.request_id if ex else "") or request_id(request)
@@ -293,8 +299,8 @@ class Proxy:
             self._log(request, endpoint, status, total_ms, ex, resp)
         return resp
 
-    def _log(self, request: web.BaseRequest, endpoint: str, status: int, total_ms: float,
-             ex: Exchange | None, resp: web.StreamResponse) -> None:
+    def _log(self, request: Request, endpoint: str, status: int, total_ms: float,
+             ex: Exchange | None, resp: Response) -> None:
         path = request.raw_path.partition("?")[0]
         up_ms = ex.upstream_ms if ex else None
         extra: dict[str, Any] = {
@@ -341,7 +347,7 @@ class _Signing:
 
     __slots__ = ("source", "request", "up", "rest", "query")
 
-    def __init__(self, source: CredentialSource, request: web.BaseRequest, up: Upstream,
+    def __init__(self, source: CredentialSource, request: Request, up: Upstream,
                  rest: str, query: str) -> None:
         self.source, self.request, self.up, self.rest, self.query = (
             source, request, up, rest, query)
@@ -364,13 +370,13 @@ class _Signing:
         return self.source.current_for(out) or await self.source.headers_for(out)
 
 
-def _outgoing(request: web.BaseRequest, up: Upstream, rest: str, query: str) -> Outgoing:
+def _outgoing(request: Request, up: Upstream, rest: str, query: str) -> Outgoing:
     """The request as it goes upstream, for a bearer credential that must fetch first."""
     return Outgoing(method=request.method, host=up.host_header, raw_path=up.base_path + rest,
                     query=query, headers=header_list(request, up, None, Exchange()))
 
 
-def _unavailable(name: str, e: CredentialsUnavailable) -> web.Response:
+def _unavailable(name: str, e: CredentialsUnavailable) -> Response:
     return error_response(503, "credentials_unavailable", f"credential {name!r}: {e}")
 
 
@@ -378,18 +384,13 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}ms"
 
 
-HANDLER_ARGS: dict[str, Any] = {"max_field_size": 16384}
-
-
-def make_server(config: Config) -> tuple[web.Server, Proxy]:
-    """aiohttp's low-level server: no router, middlewares or signals between the socket and
-    `Proxy.handle`, which routes by itself (about 8 us of CPU per request less than an
-    Application). The caller starts and closes the Proxy."""
+def make_server(config: Config) -> tuple[ProxyServer, Proxy]:
+    """The server making client connections that hand each request to `Proxy.handle`, which
+    routes by itself. The caller starts and closes the Proxy."""
     proxy = Proxy(config)
     return server_for(proxy, config.listen), proxy
 
 
 def server_for(proxy: Proxy, listen: Listen) -> ProxyServer:
-    return ProxyServer(proxy.handle, access_log=None, header_timeout=listen.header_timeout,
-                       keepalive_timeout=listen.keepalive_timeout, **HANDLER_ARGS)
-
+    return ProxyServer(proxy.handle, header_timeout=listen.header_timeout,
+                       keepalive_timeout=listen.keepalive_timeout)

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import re
 
-from aiohttp import web
-
 from proxy.config import Cors
 from proxy.errors import error_response
+from proxy.http.client_conn import Request
+from proxy.http.respond import Response
 
 _CACHE_LIMIT = 1024  # distinct origins remembered; with "*" a client could send endless ones
 _ORIGIN = re.compile(r"(https?)://([^/:?#\s]+)(?::(\d+|\*))?")
@@ -107,12 +107,12 @@ class CorsPolicy:
         return self._any or any(p.fullmatch(o) for p in self._patterns)
 
     @staticmethod
-    def is_preflight(request: web.BaseRequest) -> bool:
+    def is_preflight(request: Request) -> bool:
         h = request.headers
         return (request.method == "OPTIONS" and "Origin" in h
                 and "Access-Control-Request-Method" in h)
 
-    def preflight(self, request: web.BaseRequest) -> web.Response:
+    def preflight(self, request: Request) -> Response:
         origin = request.headers.get("Origin", "")
         if not self.origin_allowed(origin):
             return error_response(403, "origin_not_allowed",
@@ -135,7 +135,7 @@ class CorsPolicy:
         if (self._private_network and request.headers.get(
                 "Access-Control-Request-Private-Network", "").lower() == "true"):
             headers.append(("Access-Control-Allow-Private-Network", "true"))
-        return web.Response(status=204, headers=headers)
+        return Response(status=204, headers=headers)
 
     def response_headers(self, origin: str | None) -> tuple[tuple[str, str], ...]:
         if origin is None:

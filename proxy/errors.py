@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 
-from aiohttp import web
+from proxy.http.respond import Response
 
 ERROR_HEADER = "X-Authproxy-Error"
 
 
 def error_response(status: int, code: str, message: str,
-                   headers: dict[str, str] | None = None) -> web.Response:
+                   headers: dict[str, str] | None = None) -> Response:
     body = json.dumps({"error": code, "message": message}).encode()
-    resp = web.Response(status=status, body=body, content_type="application/json")
+    resp = Response(status=status, body=body, content_type="application/json")
     resp.headers[ERROR_HEADER] = code
     if headers:
         resp.headers.update(headers)

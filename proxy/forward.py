@@ -15,14 +15,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import aiohttp
-from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
 from proxy.errors import error_response
-from proxy.http.client_conn import new_request_id, request_id
-from proxy.http.respond import Relay, bodiless
+from proxy.http.client_conn import Body, MalformedBody, Request, new_request_id, request_id
+from proxy.http.respond import Relay, Response, bodiless
 from proxy.http.spool import EMPTY_SHA256, BodyTooLarge, SpooledBody
 from proxy.http.tunnel import Tunnel
 from proxy.http.upstream import Answer, Pool, UpstreamError
@@ -82,7 +80,7 @@ class ClientStalled(Exception):
     """The client's body stopped moving for listen.header_timeout."""
 
 
-async def _client_body(content: aiohttp.StreamReader, stall: float) -> AsyncIterator[bytes]:
+async def _client_body(content: Body, stall: float) -> AsyncIterator[bytes]:
     """The client's body as it arrives. What is already buffered is taken without waiting;
     a wait longer than `stall` ends the exchange, so a client that stops mid-body cannot hold
     an upstream connection (and its own) for as long as it likes."""
@@ -125,7 +123,7 @@ class _KeptBody:
         return b"".join(self.chunks) if self.complete else None
 
 
-def framing_problem(request: web.BaseRequest) -> str | None:
+def framing_problem(request: Request) -> str | None:
     """Why the client's hop-by-hop headers cannot be honoured, or None. A Connection header
     naming Content-Length, Transfer-Encoding or Host asks the proxy to drop the very headers
     that frame the request: honouring it would let the body run into the next request on a
@@ -137,7 +135,7 @@ def framing_problem(request: web.BaseRequest) -> str | None:
     return None
 
 
-def header_list(request: web.BaseRequest, up: Upstream, inject: Inject | None,
+def header_list(request: Request, up: Upstream, inject: Inject | None,
                 ex: Exchange, signing: bool = False) -> list[tuple[str, str]]:
     """The headers sent upstream (Host and framing aside), in the client's order, ours
     appended. `signing`: the credential's headers come later, over these; the client's copies
@@ -168,12 +166,12 @@ def header_list(request: web.BaseRequest, up: Upstream, inject: Inject | None,
     return out
 
 
-def upstream_headers(request: web.BaseRequest, up: Upstream,
+def upstream_headers(request: Request, up: Upstream,
                      inject: Inject | None, ex: Exchange) -> CIMultiDict[str]:
     return CIMultiDict(header_list(request, up, inject, ex))
 
 
-def response_headers(up: Upstream, headers: Iterable[tuple[str, str]], request: web.BaseRequest,
+def response_headers(up: Upstream, headers: Iterable[tuple[str, str]], request: Request,
                      extra: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     listed: list[str] | None = None  # the upstream's Connection values: hop-by-hop names too
@@ -194,7 +192,7 @@ def response_headers(up: Upstream, headers: Iterable[tuple[str, str]], request: 
     return out
 
 
-def _local_location(up: Upstream, location: str, request: web.BaseRequest) -> str:
+def _local_location(up: Upstream, location: str, request: Request) -> str:
     """A redirect to a place under the upstream base points back through the proxy."""
     if location.startswith("//"):
         # Scheme-relative: another site unless it names the upstream itself.
@@ -225,11 +223,11 @@ def request_head(method: str, up: Upstream, rest: str, query: str,
             ).encode("utf-8", "surrogateescape")
 
 
-async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
+async def forward(request: Request, pool: Pool, up: Upstream,
                   rest: str, query: str, inject: Inject | None,
                   cors_headers: Iterable[tuple[str, str]], ex: Exchange,
                   replay: Replay | None = None, sign: Sign | None = None,
-                  body_limit: int = 0) -> web.StreamResponse:
+                  body_limit: int = 0) -> Response:
     """`replay`, for credentials that can be refreshed: called when the upstream refuses the
     credential (401; for a signed request also a 403 about its security token); it returns new
     headers to send the request again with, or None to pass the refusal back.
@@ -257,7 +255,9 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
             if isinstance(e, BodyTooLarge):
                 return _too_large(request, ex, body_limit)
             if isinstance(e, ClientStalled):
-                return await _stalled(request, ex, up)
+                return _stalled(request, ex, up)
+            if isinstance(e, MalformedBody):
+                return _fail(request, None, ex, 400, "bad_request", f"malformed request: {e}")
             if isinstance(e, ConnectionResetError | asyncio.CancelledError) \
                     and client_gone(request):
                 return _gone(None, ex)
@@ -290,7 +290,7 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
     loop = asyncio.get_running_loop()
     deadline = loop.time() + up.timeout
     assert up.endpoint is not None
-    resp: web.StreamResponse | None = None
+    resp: Response | None = None
     answer: Answer | None = None
     first = b""  # a refusal's body, when it was read to judge it
     try:
@@ -348,11 +348,13 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
     except ClientStalled:
         if resp is not None and resp.prepared:
             return _fail(request, resp, ex, 408, "request_timeout", _stall_message(up))
-        return await _stalled(request, ex, up)
+        return _stalled(request, ex, up)
     except TimeoutError:
         return _fail(request, resp, ex, 504, "upstream_timeout",
                      f"{up.origin} did not answer within {up.timeout:g} s "
                      f"(endpoints[{up.name}].timeout)")
+    except MalformedBody as e:
+        return _fail(request, resp, ex, 400, "bad_request", f"malformed request: {e}")
     except (ConnectionResetError, asyncio.CancelledError) as e:
         if client_gone(request):
             return _gone(resp, ex)
@@ -360,7 +362,7 @@ async def forward(request: web.BaseRequest, pool: Pool, up: Upstream,
             raise
         return _fail(request, resp, ex, 502, "upstream_unreachable",
                      f"upstream {up.origin} reset the connection")
-    except (aiohttp.ClientError, OSError) as e:
+    except OSError as e:
         if client_gone(request):
             return _gone(resp, ex)
         return _fail(request, resp, ex, 502, "upstream_unreachable",
@@ -386,7 +388,7 @@ async def read_hint(answer: Answer, up: Upstream, ex: Exchange, out: list[tuple[
     return first
 
 
-async def stream(request: web.BaseRequest, relay: Relay, answer: Answer, first: bytes,
+async def stream(request: Request, relay: Relay, answer: Answer, first: bytes,
                  ex: Exchange) -> None:
     """Send the answer's head, what was read of its body (`first`) and the rest as it comes."""
     await relay.prepare(request)
@@ -407,24 +409,19 @@ def _stall_message(up: Upstream) -> str:
     return f"the request body stopped for {up.client_timeout:g} s (listen.header_timeout)"
 
 
-async def _stalled(request: web.BaseRequest, ex: Exchange, up: Upstream) -> web.StreamResponse:
+def _stalled(request: Request, ex: Exchange, up: Upstream) -> Response:
     ex.error, ex.status = _stall_message(up), 408
     stalled = error_response(408, "request_timeout", ex.error)
     stalled.headers["X-Request-Id"] = ex.request_id or request_id(request)
-    stalled.force_close()
-    # Sent now and the connection closed after it: aiohttp would otherwise linger, reading the
-    # rest of a body that is not coming.
-    await stalled.prepare(request)
-    await stalled.write_eof()
-    request.protocol.force_close()
+    stalled.force_close()  # not lingering to read the rest of a body that is not coming
     return stalled
 
 
-def _too_large(request: web.BaseRequest, ex: Exchange, limit: int) -> web.StreamResponse:
+def _too_large(request: Request, ex: Exchange, limit: int) -> Response:
     ex.error, ex.status = (f"the request body is over {limit} bytes, the most a signed request "
                            "may carry (max_signed_body)"), 413
     resp = error_response(413, "body_too_large", ex.error)
-    resp.force_close()  # the rest of the body is not read; aiohttp drains it for a moment
+    resp.force_close()  # the rest of the body is not read
     return resp
 
 
@@ -461,21 +458,21 @@ def error_message(up: Upstream, e: UpstreamError) -> str:
     return f"broken answer from {origin}: {e}"
 
 
-def client_gone(request: web.BaseRequest) -> bool:
+def client_gone(request: Request) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
 
 
-def _gone(resp: web.StreamResponse | None, ex: Exchange) -> web.StreamResponse:
+def _gone(resp: Response | None, ex: Exchange) -> Response:
     ex.error = "client disconnected"
     ex.status = ex.status or 499
     if isinstance(resp, Relay):
         ex.bytes_out = resp.bytes_sent
-    return resp or web.Response(status=499)
+    return resp or Response(499)
 
 
-def _fail(request: web.BaseRequest, resp: web.StreamResponse | None, ex: Exchange, status: int,
-          code: str, message: str) -> web.StreamResponse:
+def _fail(request: Request, resp: Response | None, ex: Exchange, status: int,
+          code: str, message: str) -> Response:
     ex.error = message
     if isinstance(resp, Relay):
         ex.bytes_out = resp.bytes_sent

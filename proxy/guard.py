@@ -12,11 +12,11 @@ import hmac
 import ipaddress
 import re
 
-from aiohttp import web
-
 from proxy.config import Cors, Listen
 from proxy.cors import CorsPolicy
 from proxy.errors import error_response
+from proxy.http.client_conn import Request
+from proxy.http.respond import Response
 
 SECRET_HEADER = "X-Authproxy-Secret"
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
@@ -67,7 +67,7 @@ class Guard:
         port = parts[1] or "80"
         return self._port != 0 and port == str(self._port)
 
-    def check(self, request: web.BaseRequest) -> web.Response | None:
+    def check(self, request: Request) -> Response | None:
         # Host first: a page that rebound its own name to 127.0.0.1 is same-origin with us in the
         # browser's eyes, so Origin proves nothing for it; only Host unmasks it. Origin next, so a
         # page that is simply not listed is told so (actionable) rather than asked for a secret.

@@ -11,10 +11,9 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiohttp import web
-
 from proxy.app import Proxy, make_server
 from proxy.config import Config, ConfigError
+from proxy.http.client_conn import ProxyServer
 from proxy.http.listen import Listener
 
 log = logging.getLogger("authproxy")
@@ -31,7 +30,7 @@ class BindError(Exception):
 
 @dataclass
 class Running:
-    runner: web.ServerRunner
+    server: ProxyServer
     listener: Listener
     url: str
     proxy: Proxy
@@ -45,7 +44,7 @@ class Running:
         closing = asyncio.get_running_loop().call_later(drain, self.proxy.tunnels.close_all,
                                                         "drain")
         try:
-            await self.runner.cleanup()
+            await self.server.shutdown(drain)
         finally:
             closing.cancel()
             await self.proxy.close()
@@ -65,8 +64,6 @@ def _raise_fd_limit() -> None:
 async def start(config: Config) -> Running:
     _raise_fd_limit()
     server, proxy = make_server(config)
-    runner = web.ServerRunner(server, handle_signals=False,
-                              shutdown_timeout=config.listen.drain_timeout)
     host, port = config.listen.host, config.listen.port
     listener = Listener(server, backlog=2048)
     try:
@@ -75,13 +72,12 @@ async def start(config: Config) -> Running:
         hint = (" (another process holds it: pick another with --port)"
                 if e.errno == errno.EADDRINUSE else "")
         raise BindError(f"cannot listen on {host}:{port}: {e.strerror}{hint}") from None
-    await runner.setup()
     await proxy.start()
     listener.start()
     bound = listener.sockets[0].getsockname()[1]
     proxy.set_port(bound)
     shown = f"[{host}]" if ":" in host else host
-    return Running(runner, listener, f"http://{shown}:{bound}", proxy)
+    return Running(server, listener, f"http://{shown}:{bound}", proxy)
 
 
 async def serve(config: Config, reload_config: Callable[[], Config] | None = None,

@@ -22,8 +22,6 @@ import time
 from collections.abc import Callable, Sequence
 from urllib.parse import quote, unquote_plus
 
-from aiohttp import web
-
 from proxy.credentials import CredentialSource, CredentialsUnavailable, Outgoing
 from proxy.errors import error_response
 from proxy.forward import (
@@ -40,8 +38,8 @@ from proxy.forward import (
     stream,
     token_refused,
 )
-from proxy.http.client_conn import ClientConnection
-from proxy.http.respond import Relay
+from proxy.http.client_conn import ClientConnection, Request
+from proxy.http.respond import Relay, Response
 from proxy.http.tunnel import Tunnel, Tunnels
 from proxy.http.upstream import Answer, Pool, UpstreamError
 from proxy.target import Upstream
@@ -49,7 +47,7 @@ from proxy.target import Upstream
 PRESIGN_EXPIRES = 300  # seconds a presigned handshake URL is valid: it is used at once
 
 
-def is_handshake(request: web.BaseRequest) -> bool:
+def is_handshake(request: Request) -> bool:
     """Asks for a WebSocket (the caller has seen an `Upgrade` header: the cheap test on the
     hot path). Decided as aiohttp's parser decides it, so that what the client sent behind the
     head is exactly what aiohttp kept aside."""
@@ -60,7 +58,7 @@ def is_handshake(request: web.BaseRequest) -> bool:
                          for t in v.split(",")}
 
 
-def handshake_problem(request: web.BaseRequest) -> str | None:
+def handshake_problem(request: Request) -> str | None:
     """Why this upgrade request cannot be a WebSocket handshake through the proxy, or None."""
     if request.method != "GET":
         return f"a WebSocket handshake is a GET, not {request.method}"
@@ -113,7 +111,7 @@ class Handshake:
         self.prefix = source.describe().prefix if source is not None and self.query_name \
             else ""
 
-    async def credential(self, request: web.BaseRequest, rest: str, query: str,
+    async def credential(self, request: Request, rest: str, query: str,
                          ex: Exchange) -> tuple[str, list[tuple[str, str]], Inject]:
         """(query string, headers to send, what was sent for `rejected`)."""
         up, source = self.up, self.source
@@ -141,7 +139,7 @@ class Handshake:
                 _handshake_headers(request, up, None, ex), inject)
 
 
-def _handshake_headers(request: web.BaseRequest, up: Upstream, inject: Inject | None,
+def _handshake_headers(request: Request, up: Upstream, inject: Inject | None,
                        ex: Exchange, signing: bool = False) -> list[tuple[str, str]]:
     # The client's Sec-WebSocket-* pass as they came; Connection and Upgrade are hop-by-hop,
     # so header_list drops the client's and the handshake's own go last.
@@ -150,9 +148,9 @@ def _handshake_headers(request: web.BaseRequest, up: Upstream, inject: Inject | 
     return headers
 
 
-async def open_tunnel(request: web.BaseRequest, pool: Pool, hs: Handshake, rest: str,
+async def open_tunnel(request: Request, pool: Pool, hs: Handshake, rest: str,
                       query: str, ex: Exchange, tunnels: Tunnels,
-                      opened: Callable[[Exchange], None] | None = None) -> web.StreamResponse:
+                      opened: Callable[[Exchange], None] | None = None) -> Response:
     """Forwards the handshake; after a 101, tunnels until either side closes (`opened` is
     told when it switched). Returns the answer for aiohttp (already sent, and the connection
     to be closed after it)."""
@@ -202,7 +200,7 @@ async def open_tunnel(request: web.BaseRequest, pool: Pool, hs: Handshake, rest:
     except (ConnectionResetError, OSError) as e:
         if client_gone(request):
             ex.error, ex.status = "client disconnected", ex.status or 499
-            return web.Response(status=499)
+            return Response(status=499)
         return _closing(ex, error_response(502, "upstream_unreachable",
                                            f"upstream {up.origin}: {e}"))
     finally:
@@ -223,8 +221,8 @@ async def _refused(answer: Answer, hs: Handshake) -> bool:
     return token_refused(body)
 
 
-async def _refusal(request: web.BaseRequest, answer: Answer, hs: Handshake,
-                   ex: Exchange) -> web.StreamResponse:
+async def _refusal(request: Request, answer: Answer, hs: Handshake,
+                   ex: Exchange) -> Response:
     """The upstream's answer, as it came, and then the connection closes."""
     up = hs.up
     out = ex.response_headers = response_headers(up, answer.headers, request, ())
@@ -240,20 +238,20 @@ async def _refusal(request: web.BaseRequest, answer: Answer, hs: Handshake,
     return relay
 
 
-async def _switch(request: web.BaseRequest, pool: Pool, answer: Answer, up: Upstream,
+async def _switch(request: Request, pool: Pool, answer: Answer, up: Upstream,
                   ex: Exchange, tunnels: Tunnels,
-                  opened: Callable[[Exchange], None] | None) -> web.StreamResponse:
+                  opened: Callable[[Exchange], None] | None) -> Response:
     protocol = request.protocol
     client = request.transport
     if client is None or client.is_closing() or not isinstance(protocol, ClientConnection):
         ex.error, ex.status = "client disconnected before the switch", 499
-        return web.Response(status=499)
+        return Response(status=499)
     upstream, upstream_tail = pool.detach(answer)
     client_tail = protocol.take_over()
     if client_tail is None:  # checked before the handshake went: cannot happen unless gone
         upstream.abort()
         ex.error, ex.status = "client connection could not be switched", 499
-        return web.Response(status=499)
+        return Response(status=499)
     out = ex.response_headers = response_headers(up, answer.headers, request, ())
     out += (("Upgrade", "websocket"), ("Connection", "Upgrade"),
             ("X-Request-Id", ex.request_id))
@@ -277,28 +275,18 @@ def _head(reason: str, headers: Sequence[tuple[str, str]]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
 
-def _closing(ex: Exchange, resp: web.Response, error: str | None = None) -> web.Response:
+def _closing(ex: Exchange, resp: Response, error: str | None = None) -> Response:
     ex.status = resp.status
     ex.error = error or resp.headers.get("X-Authproxy-Error")
     resp.force_close()
     return resp
 
 
-class Switched(web.StreamResponse):
-    """What aiohttp's handler gets back once a tunnel is over: the 101 went long ago and the
+class Switched(Response):
+    """What the connection gets back once a tunnel is over: the 101 went long ago and the
     connection is closed; nothing is left to send."""
 
     def __init__(self) -> None:
-        super().__init__(status=101)
-        self._eof_sent = True
+        super().__init__(101)
+        self._sent = True
         self.force_close()
-
-    async def prepare(self, request: web.BaseRequest) -> None:
-        return None
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        return None
-
-    @property
-    def prepared(self) -> bool:
-        return True

@@ -20,11 +20,13 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import BaseTestServer, TestClient
-from aiohttp.web import ServerRunner
+from yarl import URL
 
 from proxy.app import Proxy, server_for
 from proxy.config import Config, parse_config
 from proxy.fakes.apigw import FakeApiGateway
+from proxy.http.client_conn import ProxyServer
+from proxy.http.listen import Listener
 
 AUTHPROXY = str(Path(sys.executable).parent / "authproxy")
 
@@ -63,14 +65,41 @@ async def make_proxy(aiohttp_client: Any) -> AsyncIterator[MakeProxy]:
 
 
 class ProxyTestServer(BaseTestServer):
-    """aiohttp's test server around the request handler `authproxy serve` uses."""
+    """A test server for aiohttp's TestClient, serving the way `authproxy serve` serves: our
+    own client connections on our own listener."""
 
     def __init__(self, proxy: Proxy, config: Config, **kwargs: Any) -> None:
         self._proxy, self._config = proxy, config
+        self._listener: Listener | None = None
+        self._server: ProxyServer | None = None
         super().__init__(**kwargs)
 
-    async def _make_runner(self, **kwargs: Any) -> ServerRunner:
-        return ServerRunner(server_for(self._proxy, self._config.listen), **kwargs)
+    async def start_server(self, loop: asyncio.AbstractEventLoop | None = None,
+                           **kwargs: Any) -> None:
+        if self._listener is not None:
+            return
+        self._server = server_for(self._proxy, self._config.listen)
+        self._listener = Listener(self._server)
+        self._listener.bind("127.0.0.1", 0)
+        self._listener.start()
+        self.host, self.port = "127.0.0.1", self._listener.sockets[0].getsockname()[1]
+        self.scheme = "http"
+        self._root = URL(f"http://127.0.0.1:{self.port}")
+
+    @property
+    def started(self) -> bool:
+        return self._listener is not None
+
+    async def close(self) -> None:
+        if self._listener is not None and not self.closed:
+            self._listener.close()
+            assert self._server is not None
+            await self._server.shutdown(1.0)
+            self._root = None
+            self._closed = True
+
+    async def _make_runner(self, **kwargs: Any) -> Any:
+        raise NotImplementedError("served by start_server")
 
 
 PROXIES: weakref.WeakKeyDictionary[TestClient[Any, Any], Proxy] = weakref.WeakKeyDictionary()

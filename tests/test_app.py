@@ -104,22 +104,20 @@ async def test_the_guard_runs_before_admin_and_preflight(apigw: FakeApiGateway) 
     # Proxy.handle itself, served as `authproxy serve` serves it (make_server): a page that
     # rebinds a hostile name to 127.0.0.1 must not read admin answers (readyz, the exchanges
     # of the inspector) nor get a preflight approved, and the shared secret guards admin too.
-    from aiohttp import web
-
     from proxy.app import make_server
     from proxy.config import parse_config
+    from proxy.http.listen import Listener
 
     text = config(apigw.url) + """
 cors: {allow_origins: ["http://localhost:3000"]}
 listen: {shared_secret: "s3cret-0123456789"}
 """
     server, proxy = make_server(parse_config(text, "test.yaml", {}))
-    runner = web.ServerRunner(server)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    listener = Listener(server)
+    listener.bind("127.0.0.1", 0)
+    listener.start()
     await proxy.start()
-    port = runner.addresses[0][1]
+    port = listener.sockets[0].getsockname()[1]
     proxy.set_port(port)
     secret = "X-Authproxy-Secret: s3cret-0123456789\r\n"
     preflight = ("Origin: http://localhost:3000\r\nAccess-Control-Request-Method: POST\r\n")
@@ -148,5 +146,6 @@ listen: {shared_secret: "s3cret-0123456789"}
                 assert "Access-Control-Allow-Origin: http://localhost:3000" in head, head
         assert not apigw.seen
     finally:
-        await runner.cleanup()
+        listener.close()
+        await server.shutdown(1.0)
         await proxy.close()

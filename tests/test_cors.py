@@ -3,11 +3,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import make_mocked_request
 
 from proxy.config import Cors
 from proxy.cors import CorsPolicy
+from proxy.http.client_conn import Request
 
 
 def policy(*origins: str, **kw: object) -> CorsPolicy:
@@ -15,7 +14,7 @@ def policy(*origins: str, **kw: object) -> CorsPolicy:
 
 
 def preflight_request(origin: str | None = "http://localhost:3000", method: str = "POST",
-                      headers: str | None = None, **extra: str) -> web.Request:
+                      headers: str | None = None, **extra: str) -> Request:
     h = {"Host": "localhost:8080"}
     if origin is not None:
         h["Origin"] = origin
@@ -23,7 +22,7 @@ def preflight_request(origin: str | None = "http://localhost:3000", method: str 
     if headers is not None:
         h["Access-Control-Request-Headers"] = headers
     h.update(extra)
-    return make_mocked_request("OPTIONS", "/api/x", headers=h)
+    return Request.made("OPTIONS", "/api/x", headers=h)
 
 
 # --- origin matching ---------------------------------------------------------------------------
@@ -129,9 +128,9 @@ def test_no_origins_allows_nothing() -> None:
 def test_is_preflight() -> None:
     assert CorsPolicy.is_preflight(preflight_request())
     assert not CorsPolicy.is_preflight(preflight_request(origin=None))
-    plain = make_mocked_request("OPTIONS", "/", headers={"Origin": "http://localhost:3000"})
+    plain = Request.made("OPTIONS", "/", headers={"Origin": "http://localhost:3000"})
     assert not CorsPolicy.is_preflight(plain)
-    post = make_mocked_request("POST", "/", headers={"Origin": "http://localhost:3000",
+    post = Request.made("POST", "/", headers={"Origin": "http://localhost:3000",
                                                      "Access-Control-Request-Method": "POST"})
     assert not CorsPolicy.is_preflight(post)
 

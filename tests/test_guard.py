@@ -2,15 +2,17 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
+import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, make_mocked_request
 from conftest import ServeProcess
 
 from proxy.config import Cors, Listen
 from proxy.guard import Guard
+from proxy.http.client_conn import ProxyServer, Request
+from proxy.http.listen import Listener
+from proxy.http.respond import Response
 from proxy.secret import Secret
 
 ORIGINS = Cors(allow_origins=("http://localhost:3000", "https://*.example.com"))
@@ -23,12 +25,12 @@ def guard(listen: Listen | None = None, cors: Cors = ORIGINS, port: int = 8080) 
 
 
 def request(method: str = "GET", host: str | None = "localhost:8080",
-            headers: list[tuple[str, str]] | None = None) -> web.Request:
+            headers: list[tuple[str, str]] | None = None) -> Request:
     h = [("Host", host)] if host is not None else []
-    return make_mocked_request(method, "/api/x", headers=h + (headers or []))
+    return Request.made(method, "/api/x", headers=h + (headers or []))
 
 
-def refused(resp: web.Response | None, status: int, code: str) -> bool:
+def refused(resp: Response | None, status: int, code: str) -> bool:
     assert resp is not None, "request was let through"
     assert isinstance(resp.body, bytes)
     return (resp.status == status and resp.headers["X-Authproxy-Error"] == code
@@ -238,40 +240,39 @@ def test_no_warning_elsewhere_with_secret() -> None:
     assert Guard(Listen(host="0.0.0.0", shared_secret=Secret("x")), Cors()).bind_warning() is None
 
 
-# --- through a real aiohttp server --------------------------------------------------------------
+# --- through the real server ---------------------------------------------------------------------
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-Served = tuple[TestClient[web.Request, web.Application], list[str]]
+Served = tuple[aiohttp.ClientSession, int, list[str]]
 
 
 @pytest.fixture
-async def served(aiohttp_client: Callable[..., Awaitable[TestClient[web.Request,
-                                                                     web.Application]]]
-                 ) -> Served:
+async def served() -> AsyncIterator[Served]:
+    # Our own client connections (as `authproxy serve` has them) with the guard in front of a
+    # handler that records what got past it.
     g = Guard(Listen(port=0), ORIGINS)
     seen: list[str] = []
 
-    @web.middleware
-    async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
-        return g.check(request) or await handler(request)
-
-    async def ok(request: web.Request) -> web.Response:
+    async def handle(request: Request) -> Response:
+        denied = g.check(request)
+        if denied is not None:
+            return denied
         seen.append(request.method)
-        return web.Response(text="ok")
+        return Response(text="ok")
 
-    app = web.Application(middlewares=[guarded])
-    app.router.add_route("*", "/{tail:.*}", ok)
-    client = await aiohttp_client(app)
-    assert client.port is not None
-    g.set_port(client.port)
-    return client, seen
+    server = ProxyServer(handle, header_timeout=5, keepalive_timeout=5)
+    listener = Listener(server)
+    listener.bind("127.0.0.1", 0)
+    listener.start()
+    port = listener.sockets[0].getsockname()[1]
+    g.set_port(port)
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
+        yield session, port, seen
+    listener.close()
+    await server.shutdown(1.0)
 
 
 async def test_real_server_refuses_rebinding_and_cross_site(served: Served) -> None:
-    client, seen = served
-    port = client.port
+    client, port, seen = served
     r = await client.get("/", headers={"Host": f"rebind.test:{port}"})
     assert r.status == 403 and r.headers["X-Authproxy-Error"] == "host_not_allowed"
     r = await client.post("/", headers={"Origin": "http://evil.test"}, data="a=1")

@@ -70,6 +70,26 @@ async def test_smuggling_shapes_get_a_clean_error_and_the_server_lives(
     assert resp.status == 200
 
 
+async def test_a_chunked_body_that_breaks_midway_gets_400_and_never_completes_upstream(
+        apigw: FakeApiGateway, make_proxy: MakeProxy) -> None:
+    # The head was fine, so the request is already on its way when the bad chunk size comes:
+    # its body fails, the client gets the JSON 400, the upstream never sees a whole request,
+    # and nothing after the bad bytes is read as a request.
+    client = await make_proxy(config(apigw.url))
+    answer = await send_raw(client.port, b"POST /api/x HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                            b"Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\nzz\r\n"
+                            b"GET /api/smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert b"X-Authproxy-Error: bad_request" in head and b"Connection: close" in head
+    assert b"malformed request" in body
+    assert answer.count(b"HTTP/1.1 ") == 1
+    await asyncio.sleep(0.2)
+    assert not apigw.seen, [s.raw_path for s in apigw.seen]
+    resp = await client.get("/_authproxy/healthz")
+    assert resp.status == 200
+
+
 async def test_unusual_but_valid_method_is_forwarded(apigw: FakeApiGateway,
                                                     make_proxy: MakeProxy) -> None:
     client = await make_proxy(config(apigw.url))

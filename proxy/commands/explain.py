@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from aiohttp import web
-from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
 from proxy.app import build_runtime, target_problem
 from proxy.config import Config
 from proxy.forward import Exchange, upstream_headers
 from proxy.guard import SECRET_HEADER
+from proxy.http.client_conn import Request
+from proxy.http.respond import Response
 from proxy.log import redact_headers
 from proxy.redaction import redact_target
 
@@ -32,7 +32,7 @@ def explain(config: Config, method: str, header_args: Sequence[str], target: str
         target = (url.path or "/") + (f"?{url.query}" if url.query else "")
     headers.setdefault("Host", f"localhost:{port}")
     rt = build_runtime(config, port=port)
-    request = make_mocked_request(method.upper(), target, headers=headers)
+    request = Request.made(method.upper(), target, headers)
     path, _, query = target.partition("?")
     print(f"request: {method.upper()} {redact_target(target)}  (Host: {headers['Host']})")
 
@@ -105,7 +105,7 @@ def explain(config: Config, method: str, header_args: Sequence[str], target: str
     return _verdict(refusal, denied, headers, 0)
 
 
-def _verdict(refusal: str | None, denied: web.Response | None, headers: CIMultiDict[str],
+def _verdict(refusal: str | None, denied: Response | None, headers: CIMultiDict[str],
              code: int) -> int:
     """Exit 4 when the request matched but is refused, with the refusal and its fix last."""
     if refusal is None:
@@ -117,7 +117,7 @@ def _verdict(refusal: str | None, denied: web.Response | None, headers: CIMultiD
     return 4
 
 
-def _fix(denied: web.Response, headers: CIMultiDict[str]) -> str | None:
+def _fix(denied: Response, headers: CIMultiDict[str]) -> str | None:
     code = denied.headers.get("X-Authproxy-Error")
     if code == "host_not_allowed":
         host = headers.get("Host", "").rpartition(":")[0] or headers.get("Host", "")

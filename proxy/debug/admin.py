@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -25,6 +24,8 @@ from proxy.debug.har import har
 from proxy.debug.history import History, StatusFilter, token_info
 from proxy.debug.inspector import Inspector
 from proxy.errors import error_response
+from proxy.http.client_conn import Request
+from proxy.http.respond import Response
 from proxy.http.tunnel import Tunnels
 
 
@@ -173,7 +174,7 @@ class Admin:
         self.sources_in_use = sources_in_use
         self.token_cache = token_cache
         self.history = history
-        self.routes: dict[str, Callable[[web.BaseRequest], web.StreamResponse]] = {
+        self.routes: dict[str, Callable[[Request], Response]] = {
             "/healthz": self.healthz, "/readyz": self.readyz, "/metrics": self.prometheus,
             "/api/credentials": self.credentials}
         if history is not None:
@@ -182,7 +183,7 @@ class Admin:
             self.routes["/api/websockets"] = self.websockets
             self.routes.update(Inspector().routes())
 
-    def handle(self, request: web.BaseRequest, sub: str) -> web.StreamResponse:
+    def handle(self, request: Request, sub: str) -> Response:
         route = self.routes.get(sub)
         if route is None:
             return error_response(404, "no_route", f"no admin page {sub!r}")
@@ -191,10 +192,10 @@ class Admin:
                                   {"Allow": "GET, HEAD"})
         return route(request)
 
-    def healthz(self, request: web.BaseRequest) -> web.Response:
+    def healthz(self, request: Request) -> Response:
         return _json(200, {"status": "ok"})
 
-    def readyz(self, request: web.BaseRequest) -> web.Response:
+    def readyz(self, request: Request) -> Response:
         creds = {name: s.status() | {"ready": s.ready()}
                  for name, s in self.sources_in_use().items()}
         ok = all(c["ready"] for c in creds.values())
@@ -214,7 +215,7 @@ class Admin:
                                     "each process uses its own cache"]
         return _json(200 if ok else 503, body)
 
-    def credentials(self, request: web.BaseRequest) -> web.Response:
+    def credentials(self, request: Request) -> Response:
         now, out = time.time(), {}
         for name, source in self.sources_in_use().items():
             low = source.header_name.lower()
@@ -224,20 +225,20 @@ class Admin:
                 "token": token_info(source.header_name, value, now) if value else None}
         return _json(200, out)
 
-    def exchanges(self, request: web.BaseRequest) -> web.Response:
+    def exchanges(self, request: Request) -> Response:
         """?since=ID (newer only, for polling) &limit=N &endpoint=a,b &status=401,5xx &q=text"""
         assert self.history is not None
         found = self._query(request)
-        if isinstance(found, web.Response):
+        if isinstance(found, Response):
             return found
         return _json(200, {"exchanges": found, "last_id": self.history.counter,
                            "capacity": self.history.capacity,
                            "endpoints": self.history.endpoints()})
 
-    def exchanges_har(self, request: web.BaseRequest) -> web.Response:
+    def exchanges_har(self, request: Request) -> Response:
         """The same exchanges (same filters) as a HAR 1.2 file, to download."""
         found = self._query(request)
-        if isinstance(found, web.Response):
+        if isinstance(found, Response):
             return found
         origin = f"{request.scheme}://{request.headers.get('Host', 'localhost')}"
         resp = _json(200, har(found, origin))
@@ -245,7 +246,7 @@ class Admin:
         resp.headers["Content-Disposition"] = f'attachment; filename="authproxy-{stamp}.har"'
         return resp
 
-    def _query(self, request: web.BaseRequest) -> list[dict[str, Any]] | web.Response:
+    def _query(self, request: Request) -> list[dict[str, Any]] | Response:
         assert self.history is not None
         q = request.query
         try:
@@ -261,18 +262,18 @@ class Admin:
                                   statuses=statuses, text=q.get("q") or None,
                                   limit=limit if limit > 0 else None)
 
-    def websockets(self, request: web.BaseRequest) -> web.Response:
+    def websockets(self, request: Request) -> Response:
         """Open WebSocket tunnels (live byte counts) and the recently closed ones."""
         assert self.history is not None
         return _json(200, self.history.websockets())
 
-    def prometheus(self, request: web.BaseRequest) -> web.Response:
-        resp = web.Response(body=generate_latest(self.metrics.registry))
+    def prometheus(self, request: Request) -> Response:
+        resp = Response(body=generate_latest(self.metrics.registry))
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
 
 
-def _json(status: int, body: Any) -> web.Response:
-    return web.Response(status=status, text=json.dumps(body, default=str),
+def _json(status: int, body: Any) -> Response:
+    return Response(status=status, text=json.dumps(body, default=str),
                         content_type="application/json",
                         headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})

@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
-
 from proxy.forward import Exchange
+from proxy.http.client_conn import Request
+from proxy.http.respond import Response
 from proxy.http.tunnel import Tunnel
 from proxy.jwt import describe_time, parse
 from proxy.log import SENSITIVE, redact_headers
@@ -55,7 +55,7 @@ class _Entry:
     injected: str | None  # the injected header's name
     received: Mapping[str, str] | None  # the request's own (immutable) headers until built
     ex: Exchange | None
-    resp: web.StreamResponse | None  # the proxy's own answer, when there was no exchange
+    resp: Response | None  # the proxy's own answer, when there was no exchange
     record: dict[str, Any] | None = None
     text: str | None = None  # lower-case, for ?q=
     tunnel: Tunnel | None = None  # a WebSocket: its tunnel, followed while it is open
@@ -92,9 +92,9 @@ class History:
     def capacity(self) -> int:
         return self.entries.maxlen or 0
 
-    def add(self, request: web.BaseRequest, ex: Exchange | None, endpoint: str, status: int,
+    def add(self, request: Request, ex: Exchange | None, endpoint: str, status: int,
             total_ms: float, injected: str | None,
-            resp: web.StreamResponse | None = None) -> None:
+            resp: Response | None = None) -> None:
         """`resp`: the answer, for the proxy's own (error, preflight) headers and message."""
         self.counter += 1
         entry = _Entry(
@@ -335,19 +335,19 @@ def _marked(headers: Headers, mark: Callable[[str, str], str | None],
             for (k, v), m in zip(redact_headers(headers, also), marks, strict=True)]
 
 
-def _length(resp: web.StreamResponse | None) -> int | None:
-    if isinstance(resp, web.Response) and isinstance(resp.body, bytes):
+def _length(resp: Response | None) -> int | None:
+    if isinstance(resp, Response) and isinstance(resp.body, bytes):
         return len(resp.body)
     return None
 
 
-def _own_error(resp: web.StreamResponse | None) -> str | None:
+def _own_error(resp: Response | None) -> str | None:
     """`no_route: no endpoint matches /x ...` for the proxy's own JSON errors."""
     if resp is None or "X-Authproxy-Error" not in resp.headers:
         return None
     code = resp.headers["X-Authproxy-Error"]
     try:
-        body = resp.body if isinstance(resp, web.Response) else None
+        body = resp.body if isinstance(resp, Response) else None
         message = json.loads(body)["message"] if isinstance(body, bytes) else None
     except (ValueError, KeyError, TypeError):
         message = None

@@ -1,12 +1,9 @@
-"""Forwarded answers, serialized by the proxy itself instead of aiohttp's response machinery.
+"""Answers, serialized by the proxy itself: `Response` (the proxy's own: errors, preflights,
+admin pages) and `Relay` (an upstream answer passed on).
 
-Two reasons. Speed: when the upstream's whole answer is already in memory (nearly every API
-call), aiohttp's prepare/_prepare_headers/write_headers/write_eof path cost about a sixth of the
-proxy's CPU per request; here status line, headers and body leave in one write. Exactness: a
-proxy passes the answer on as it came, and aiohttp's path does not (it adds a Content-Type the
-upstream never sent, drops a header byte that is not UTF-8, and keeps an HTTP/1.0 connection
-open after a body that has no length). So the framing here is decided from what the client can
-read, never copied from the upstream:
+Speed: status line, headers and body leave in one write. Exactness: a proxy passes the answer
+on as it came, so the framing here is decided from what the client can read, never copied from
+the upstream:
 
 - a complete body, or a streamed one whose length the upstream gave: `Content-Length`;
 - a streamed body of unknown length: chunked for HTTP/1.1 clients, for HTTP/1.0 clients the
@@ -14,18 +11,22 @@ read, never copied from the upstream:
 - HEAD, 1xx, 204 and 304: no body; the upstream's Content-Length (which describes the resource)
   passes unchanged.
 
-aiohttp's request handler sees an ordinary, already finished StreamResponse, and closes the
-connection when `keep_alive` is false.
+The client connection (proxy/http/client_conn.py) calls `prepare` for an answer the handler
+did not send itself, then keeps the connection or closes it as `keep_alive` says.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from email.utils import formatdate
+from http import HTTPStatus
+from typing import TYPE_CHECKING
 
-from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
+from multidict import CIMultiDict
+
+if TYPE_CHECKING:
+    from proxy.http.client_conn import Request
 
 _date = ("", 0)
 
@@ -42,19 +43,87 @@ def bodiless(method: str, status: int) -> bool:
     return method == "HEAD" or status < 200 or status in (204, 304)
 
 
-class Relay(web.StreamResponse):
+def reason_of(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+class Response:
+    """The proxy's own answer, whole: status, headers and body."""
+
+    def __init__(self, status: int = 200, *, reason: str | None = None, body: bytes = b"",
+                 text: str | None = None, content_type: str | None = None,
+                 headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None) -> None:
+        self.status = status
+        self.reason = reason if reason is not None else reason_of(status)
+        self.headers: CIMultiDict[str] = CIMultiDict(headers or ())
+        if text is not None:
+            body = text.encode()
+            if content_type is not None:
+                content_type += "; charset=utf-8"
+        if content_type is not None:
+            self.headers["Content-Type"] = content_type
+        self.body = body
+        self.keep_alive = True
+        self._sent = False
+
+    def force_close(self) -> None:
+        self.keep_alive = False
+
+    @property
+    def prepared(self) -> bool:
+        return self._sent
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def encode(self, method: str, version: tuple[int, int], keep_alive: bool) -> bytes:
+        """Status line, headers and body (none for HEAD), as they go to the client."""
+        lines = [f"HTTP/1.1 {self.status} {self.reason}"]
+        lines += [f"{k}: {v}" for k, v in self.headers.items()
+                  if k.lower() not in ("content-length", "connection", "transfer-encoding")]
+        if not (self.status < 200 or self.status in (204, 304)):
+            lines.append(f"Content-Length: {len(self.body)}")
+        if "Date" not in self.headers:
+            lines.append(f"Date: {_http_date()}")
+        if not keep_alive:
+            lines.append("Connection: close")
+        elif version < (1, 1):
+            lines.append("Connection: keep-alive")
+        lines.append("\r\n")
+        head = "\r\n".join(lines).encode("utf-8", "surrogateescape")
+        return head if bodiless(method, self.status) else head + self.body
+
+    async def prepare(self, request: Request) -> None:
+        """Sends the whole answer in one write."""
+        if self._sent:
+            return
+        self._sent = True
+        conn = request.writer
+        self.keep_alive = self.keep_alive and request.keep_alive and not conn.closing
+        conn.write_now(self.encode(request.method, request.version, self.keep_alive))
+        if len(self.body) > 65536:
+            await request.writer.drain()
+
+
+
+class Relay(Response):
     """An upstream answer for one client. Either complete (`body` given: one write at prepare)
     or streamed (`length` from the upstream, or None): the head goes at prepare, then `send`
-    each piece and `finish`."""
+    each piece and `finish`. Its headers are already in the head it built: `headers` is empty."""
 
-    def __init__(self, request: web.BaseRequest, status: int, reason: str,
+    def __init__(self, request: Request, status: int, reason: str,
                  headers: Iterable[tuple[str, str]], *, body: bytes | None = None,
                  length: int | None = None, close: bool = False) -> None:
-        super().__init__(status=status, reason=reason)
+        # (Response.__init__ is not called: nothing of it is used here, and this is per request)
+        self.status, self.reason, self.headers = status, reason, CIMultiDict()
         none = bodiless(request.method, status)
         if body is not None and not none:
             length = len(body)
-        keep_alive = request.keep_alive and not close
+        keep_alive = request.keep_alive and not close and not request.writer.closing
         lines = [f"HTTP/1.1 {status} {reason}"]
         have_date = False
         for name, value in headers:
@@ -85,26 +154,28 @@ class Relay(web.StreamResponse):
         # The upstream's bytes were decoded with surrogateescape: this gives them back exactly.
         self._head: bytes | None = "\r\n".join(lines).encode("utf-8", "surrogateescape")
         self._complete = b"" if none else body
-        self._keep_alive = keep_alive
+        self.keep_alive = keep_alive
         self._request = request
+        self._eof_sent = False
+        self.body = b""
         self.bytes_sent = 0  # body bytes
 
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+    @property
+    def prepared(self) -> bool:
+        return self._head is None
+
+    async def prepare(self, request: Request) -> None:
         if self._eof_sent or self._head is None:
-            return None
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            raise ConnectionResetError("client disconnected")
+            return
         head, self._head = self._head, None
         if self._complete is not None:
             self._eof_sent = True
-            transport.write(head + self._complete)
+            request.writer.write_now(head + self._complete)
             self.bytes_sent = len(self._complete)
             if len(self._complete) > 65536:
                 await request.writer.drain()
         else:
-            transport.write(head)
-        return None
+            request.writer.write_now(head)
 
     async def send(self, chunk: bytes) -> None:
         """One piece of a streamed body (prepare first), with the client's back-pressure."""
@@ -121,10 +192,3 @@ class Relay(web.StreamResponse):
         self._eof_sent = True
         if self._chunked_body:
             await self._request.writer.write(b"0\r\n\r\n")
-
-    @property
-    def prepared(self) -> bool:
-        return self._head is None
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        return None

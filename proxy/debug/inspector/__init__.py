@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from importlib import resources
 
-from aiohttp import web
+from proxy.http.client_conn import Request
+from proxy.http.respond import Response
 
 # The page only talks to its own origin and runs only its own files; it may not be framed.
 SECURITY_HEADERS = {
@@ -40,20 +41,20 @@ class Inspector:
         self.files = {sub: ((here / name).read_bytes(), ctype)
                       for sub, (name, ctype) in FILES.items()}
 
-    def routes(self) -> dict[str, Callable[[web.BaseRequest], web.StreamResponse]]:
-        out: dict[str, Callable[[web.BaseRequest], web.StreamResponse]] = {"": self.to_page}
+    def routes(self) -> dict[str, Callable[[Request], Response]]:
+        out: dict[str, Callable[[Request], Response]] = {"": self.to_page}
         for sub, (body, ctype) in self.files.items():
             out[sub] = self._file(body, ctype)
         return out
 
     @staticmethod
-    def _file(body: bytes, ctype: str) -> Callable[[web.BaseRequest], web.StreamResponse]:
-        def serve(request: web.BaseRequest) -> web.StreamResponse:
-            return web.Response(body=body, headers=SECURITY_HEADERS | {"Content-Type": ctype})
+    def _file(body: bytes, ctype: str) -> Callable[[Request], Response]:
+        def serve(request: Request) -> Response:
+            return Response(body=body, headers=SECURITY_HEADERS | {"Content-Type": ctype})
         return serve
 
     @staticmethod
-    def to_page(request: web.BaseRequest) -> web.StreamResponse:
+    def to_page(request: Request) -> Response:
         # The page's relative URLs (static/app.js, api/exchanges) need the trailing slash.
         path = request.raw_path.partition("?")[0]
-        return web.Response(status=308, headers=SECURITY_HEADERS | {"Location": path + "/"})
+        return Response(status=308, headers=SECURITY_HEADERS | {"Location": path + "/"})

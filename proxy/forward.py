@@ -287,8 +287,7 @@ async def forward(request: Request, pool: Pool, up: Upstream,
         # As aiohttp's client did: some servers answer a bodiless POST without it with 411.
         headers.append(("Content-Length", "0"))
     started = time.perf_counter()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + up.timeout
+    deadline = pool.loop.time() + up.timeout
     assert up.endpoint is not None
     resp: Response | None = None
     answer: Answer | None = None

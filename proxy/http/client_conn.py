@@ -58,9 +58,19 @@ def request_id(request: Request) -> str:
     return request.headers.get("X-Request-Id") or new_request_id()
 
 
+_random = b""
+_taken = 0
+
+
 def new_request_id() -> str:
-    """A random UUID4 in hex, as uuid.uuid4().hex gives, at a third of its cost."""
-    h = os.urandom(16).hex()
+    """A random UUID4 in hex, as uuid.uuid4().hex gives, at a fraction of its cost: the
+    random bytes come from os.urandom 4 KiB at a time (a getrandom system call per request
+    was a tenth of the proxy's system calls)."""
+    global _random, _taken
+    if _taken >= len(_random):
+        _random, _taken = os.urandom(4096), 0
+    h = _random[_taken:_taken + 16].hex()
+    _taken += 16
     return f"{h[:12]}4{h[13:16]}{'89ab'[int(h[16], 16) & 3]}{h[17:]}"
 
 

@@ -227,6 +227,8 @@ class Request:
 
 
 class _Refusal(Exception):
+    """Raised in a parser callback (llhttp then stops); the message is kept for the 400."""
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
@@ -477,7 +479,7 @@ class ClientConnection(asyncio.Protocol):
         if self._dead:
             return
         if self._head_started:
-            self._refuse_with(_timeout_answer(), log_it=False)
+            self._refuse_with(_timeout_answer())
         elif not self._busy and not self._queue:
             self._close()  # a connection that never sent a byte
 
@@ -494,7 +496,7 @@ class ClientConnection(asyncio.Protocol):
         self._refuse_with(closing_error(None, 400, "bad_request",
                                         f"malformed request: {message[:200]}", "Bad Request"))
 
-    def _refuse_with(self, answer: Response, log_it: bool = True) -> None:
+    def _refuse_with(self, answer: Response) -> None:
         """Answered after what is owed to the requests before it; then the connection closes."""
         self._dead = True
         self._cancel_timer()

@@ -95,6 +95,11 @@ def version_refusal(request: Request) -> Response:
                          "Bad Request")
 
 
+def _release(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
 class Body:
     """A request body as it arrives: what the parser fed, taken by `read_nowait` or awaited
     with `readany`; b"" once it is all read."""
@@ -126,11 +131,8 @@ class Body:
             self._wake()
 
     def _wake(self) -> None:
-        w = self._waiter
-        if w is not None:
-            self._waiter = None
-            if not w.done():
-                w.set_result(None)
+        w, self._waiter = self._waiter, None
+        _release(w)
 
     def is_eof(self) -> bool:
         """The whole body has arrived (some of it may be unread)."""
@@ -510,11 +512,8 @@ class ClientConnection(asyncio.Protocol):
     # --- answering ----------------------------------------------------------------------------
 
     def _wake(self) -> None:
-        w = self._waiter
-        if w is not None:
-            self._waiter = None
-            if not w.done():
-                w.set_result(None)
+        w, self._waiter = self._waiter, None
+        _release(w)
 
     async def _run(self) -> None:
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -19,7 +19,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from proxy.credentials import CredentialSource, SharedCache
+from proxy.credentials import CredentialSource
 from proxy.debug.har import har
 from proxy.debug.history import History, StatusFilter, token_info
 from proxy.debug.inspector import Inspector
@@ -27,6 +27,9 @@ from proxy.errors import error_response
 from proxy.http.client_conn import Request
 from proxy.http.respond import Response
 from proxy.http.tunnel import Tunnels
+
+if TYPE_CHECKING:
+    from proxy.credentials.shared import SharedCache
 
 
 class Metrics:

@@ -215,7 +215,7 @@ def _under(location: str, base: str) -> bool:
 def request_head(method: str, up: Upstream, rest: str, query: str,
                  headers: list[tuple[str, str]], chunked: bool) -> bytes:
     target = up.base_path + rest + ("?" + query if query else "")
-    # aiohttp's server decoded the client's bytes with surrogateescape: this gives them back.
+    # The client connection decoded the client's bytes with surrogateescape: this gives them back.
     return (f"{method} {up.target_prefix}{target} HTTP/1.1\r\nHost: {up.host_header}\r\n"
             f"{up.proxy_line}"
             + "\r\n".join(map(": ".join, headers))
@@ -273,7 +273,7 @@ async def forward(request: Request, pool: Pool, up: Upstream,
         if data is not None or method not in _NO_BODY_METHODS:
             headers.append(("Content-Length", str(spooled.size)))
     elif request.body_exists:
-        # The framing is ours, from what aiohttp's parser read (the client's own framing
+        # The framing is ours, from what the parser read (the client's own framing
         # headers are never copied): a length when it had one, else chunked.
         length = request.content_length
         chunked = length is None
@@ -287,8 +287,7 @@ async def forward(request: Request, pool: Pool, up: Upstream,
         # As aiohttp's client did: some servers answer a bodiless POST without it with 411.
         headers.append(("Content-Length", "0"))
     started = time.perf_counter()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + up.timeout
+    deadline = pool.loop.time() + up.timeout
     assert up.endpoint is not None
     resp: Response | None = None
     answer: Answer | None = None

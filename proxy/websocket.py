@@ -1,11 +1,11 @@
 """WebSocket handshakes: forwarded upstream with the credential on them, then, after `101
 Switching Protocols`, a byte tunnel (proxy/http/tunnel.py) between the two sockets.
 
-A handshake is an upgrade aiohttp's parser switched for (`Connection: upgrade` and `Upgrade:
-websocket`), a GET without a body in HTTP/1.1; anything else asking for an upgrade is either a
-plain request (its `Upgrade` dropped as hop-by-hop: h2c never passes) or refused, and a refused
-or failed handshake always ends its connection: what the client sent behind it was meant for a
-WebSocket, never to be read as further requests.
+A handshake is an upgrade the client connection's parser stopped at (`Connection: upgrade`,
+`Upgrade: websocket`), a GET without a body in HTTP/1.1. Anything else asking for an upgrade is
+either a plain request (its `Upgrade` dropped as hop-by-hop: h2c never passes) or refused, and a
+refused or failed handshake always ends its connection: what the client sent behind it was meant
+for a WebSocket, never to be read as further requests.
 
 The credential goes where API Gateway's `$connect` authorizers read it: a header, as for any
 request; the endpoint's `token_query` parameter (the bare value, percent-encoded, in place of
@@ -49,8 +49,8 @@ PRESIGN_EXPIRES = 300  # seconds a presigned handshake URL is valid: it is used 
 
 def is_handshake(request: Request) -> bool:
     """Asks for a WebSocket (the caller has seen an `Upgrade` header: the cheap test on the
-    hot path). Decided as aiohttp's parser decides it, so that what the client sent behind the
-    head is exactly what aiohttp kept aside."""
+    hot path). Decided as llhttp decides an upgrade, so that what the client sent behind the head
+    is exactly what the connection kept aside."""
     value = request.headers.get("Upgrade", "")
     if not (value.isascii() and value.lower() == "websocket"):
         return False
@@ -152,8 +152,8 @@ async def open_tunnel(request: Request, pool: Pool, hs: Handshake, rest: str,
                       query: str, ex: Exchange, tunnels: Tunnels,
                       opened: Callable[[Exchange], None] | None = None) -> Response:
     """Forwards the handshake; after a 101, tunnels until either side closes (`opened` is
-    told when it switched). Returns the answer for aiohttp (already sent, and the connection
-    to be closed after it)."""
+    told when it switched). Returns the answer for the client connection (already sent, and the
+    connection to be closed after it)."""
     up = hs.up
     ex.up, ex.websocket = up, True
     ex.target = (rest, query)

@@ -20,9 +20,9 @@ and with which code (the access log's "who closed"), and where each direction's 
 A tunnel the proxy closes (idle_timeout, drain) therefore sends each side a going-away close
 frame (1001) where that direction is between frames, then closes the connections.
 
-The client's side belongs to aiohttp's request handler until the switch (`ClientConnection.
-take_over`); its `connection_lost` is handed back to that handler, so aiohttp's bookkeeping ends
-as for any other connection.
+The client's side belongs to its ClientConnection (proxy/http/client_conn.py) until the switch
+(`ClientConnection.take_over`); its `connection_lost` is handed back to it, so its bookkeeping
+ends as for any other connection.
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ class Tunnel:
             t.set_protocol(side)
             t.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
             if not t.is_closing():
-                t.resume_reading()  # paused by aiohttp or the pool around the switch
+                t.resume_reading()  # paused by the client connection or the pool around the switch
         self._timer = self.loop.call_at(self.last + self.idle_timeout, self._idle)
         for side, tail in ((self.client, client_tail), (self.upstream, upstream_tail)):
             if tail:

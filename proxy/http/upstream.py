@@ -35,6 +35,15 @@ class Pool:
         # a loop timer per request (armed, then cancelled) cost more than this sweep.
         self.watched: set[Answer] = set()
         self._deadlines: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        # Kept, not asked for per request: Python 3.11's get_running_loop() makes a getpid
+        # system call each time, and a request asked four times.
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     @property
     def idle_count(self) -> int:
@@ -84,7 +93,7 @@ class Pool:
 
     async def _acquire(self, ep: Endpoint) -> Conn:
         idle = self.idle.get(ep)
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         while idle:
             conn = idle.pop()
             if not conn.closed and loop.time() - conn.idle_since < self.idle_timeout:
@@ -133,7 +142,7 @@ class Pool:
             # The answer's last bytes came in the read that crossed the high-water mark: the
             # next answer on this connection must find it reading again.
             conn.resume()
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         conn.idle_since = loop.time()
         self.idle.setdefault(conn.ep, []).append(conn)
         if self._sweep is None:
@@ -154,12 +163,12 @@ class Pool:
     def watch(self, answer: Answer) -> None:
         self.watched.add(answer)
         if self._deadlines is None:
-            self._deadlines = asyncio.get_running_loop().call_later(DEADLINE_CHECK,
+            self._deadlines = self.loop.call_later(DEADLINE_CHECK,
                                                                     self._check_deadlines)
 
     def _check_deadlines(self) -> None:
         self._deadlines = None
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         now = loop.time()
         for answer in [a for a in self.watched if a.deadline <= now]:
             answer.timeout()
@@ -176,7 +185,7 @@ class Pool:
         """Closes connections idle for longer than idle_timeout (API Gateway drops them anyway,
         and an open socket per idle connection is a leak when traffic stops)."""
         self._sweep = None
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         limit = loop.time() - self.idle_timeout
         for conns in self.idle.values():
             for conn in [c for c in conns if c.idle_since <= limit]:

@@ -36,6 +36,9 @@ class Owner(Protocol):
 
     watched: set[Answer]
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
     def release(self, conn: Conn, reusable: bool) -> None: ...
 
     def lost(self, conn: Conn) -> None: ...
@@ -104,7 +107,7 @@ class Answer:
         while not self.got_head:
             if self.error is not None:
                 raise self.error
-            self.waiter = asyncio.get_running_loop().create_future()
+            self.waiter = self.conn.pool.loop.create_future()
             await self.waiter
 
     async def read(self) -> bytes:
@@ -119,7 +122,7 @@ class Answer:
                 raise self.error
             if self.done:
                 return b""
-            self.waiter = asyncio.get_running_loop().create_future()
+            self.waiter = self.conn.pool.loop.create_future()
             await self.waiter
 
     def timeout(self) -> None:
@@ -243,7 +246,7 @@ class Conn(asyncio.Protocol):
 
     async def drain(self, answer: Answer) -> None:
         while self.paused and not self.closed and not answer.refused_early():
-            self._drain = asyncio.get_running_loop().create_future()
+            self._drain = self.pool.loop.create_future()
             await self._drain
         self.check()
 

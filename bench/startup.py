@@ -4,15 +4,25 @@ Each round starts `authproxy serve` (static token, the usual config; pinned to t
 core) and times it from exec to the first 200 from /_authproxy/healthz, then reads its RSS
 once it has been idle for a moment (after one proxied request, so that what a first request
 loads counts too). Baselines, measured the same way in the same rounds: `python -c pass` (the
-interpreter alone) and `python -c 'import aiohttp'` (the framework alone).
+interpreter alone) and `python -c 'import aiohttp'` (the framework alone); their RSS is their
+peak (VmHWM).
 
-usage: .venv/bin/python bench/startup.py [--rounds 15] [--loop uvloop|asyncio]
+The proxy runs from a byte-compiled copy of the working tree's proxy/ (or of --rev's), as an
+installed authproxy (pip, the container image) has its bytecode: with PYTHONDONTWRITEBYTECODE=1
+and no __pycache__, every start would otherwise compile its ~7000 lines anew (some 50 ms here),
+while the libraries next to it have theirs. --no-compile measures that case.
+
+usage: .venv/bin/python bench/startup.py [--rounds 15] [--loop uvloop|asyncio] [--rev REV]
+                                         [--no-compile]
 Writes bench/results/startup-*.json. Goals (issue 15): ready < 250 ms, idle RSS < 40 MB.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,7 +37,9 @@ from _common import (  # noqa: E402
     BENCH,
     PROXY_CPU,
     PY,
+    ROOT,
     authproxy_config,
+    export_rev,
     have_uvloop,
     machine_info,
     make_token,
@@ -61,13 +73,26 @@ def _get(url: str) -> int:
         return int(resp.status)
 
 
-def start_once(config: Path, loop: str) -> tuple[float, float]:
+def prepare(src: Path | None, dest: Path, compile_: bool) -> Path:
+    """A copy of proxy/ (the working tree's, or an exported revision's) in `dest`, byte-
+    compiled unless not `compile_`; the directory to put on PYTHONPATH (it comes before the
+    editable install's finder)."""
+    dest.mkdir(parents=True)
+    shutil.copytree((src or ROOT) / "proxy", dest / "proxy",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    if compile_ and not compileall.compile_dir(dest / "proxy", quiet=1):
+        raise RuntimeError(f"byte-compiling {dest / 'proxy'} failed")
+    return dest
+
+
+def start_once(config: Path, loop: str, src: Path) -> tuple[float, float]:
     """(ms from exec to the first healthz 200, idle RSS in MB after one request)."""
     port = _free_port()
+    env = dict(os.environ, PYTHONPATH=str(src))
     t0 = time.perf_counter()
     proc = subprocess.Popen(pin(PROXY_CPU) + [PY, str(BENCH / "_launch.py"), loop, "authproxy",
                                               "serve", "-c", str(config), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
         while True:
             try:
@@ -88,10 +113,13 @@ def start_once(config: Path, loop: str) -> tuple[float, float]:
 
 
 def run_once(code: str) -> tuple[float, float]:
-    """A bare interpreter running `code`: (ms to exit, peak RSS in MB)."""
+    """A bare interpreter running `code`: (ms to exit, peak RSS in MB). The peak is VmHWM,
+    which exec resets: getrusage's ru_maxrss would carry over this script's own RSS from
+    the fork (some 25 MB), whatever the child used."""
     t0 = time.perf_counter()
-    out = subprocess.run(pin(PROXY_CPU) + [PY, "-c", code + "\nimport resource, sys\n"
-                         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
+    out = subprocess.run(pin(PROXY_CPU) + [PY, "-c", code + "\nfrom pathlib import Path\n"
+                         "print(next(line.split()[1] for line in Path('/proc/self/status')"
+                         ".read_text().splitlines() if line.startswith('VmHWM:')))"],
                          capture_output=True, text=True, check=True)
     return (time.perf_counter() - t0) * 1000, int(out.stdout.split()[-1]) / 1024
 
@@ -101,27 +129,41 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--loop", choices=("uvloop", "asyncio"),
                     default="uvloop" if have_uvloop() else "asyncio")
+    ap.add_argument("--rev", help="also measure authproxy as committed at this git revision "
+                    "(or from a directory holding a proxy/ package), in the same rounds")
+    ap.add_argument("--no-compile", action="store_true",
+                    help="run the proxy's sources without their bytecode: each start compiles "
+                         "them (as with PYTHONDONTWRITEBYTECODE=1 and no __pycache__)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="authproxy-startup-") as tmpname:
         tmp = Path(tmpname)
         token = tmp / "token"
         make_token(token)
+        builds = {"authproxy serve": prepare(None, tmp / "tree", not args.no_compile)}
+        if args.rev:
+            exported = export_rev(args.rev, tmp / "rev")
+            builds[f"authproxy serve ({args.rev})"] = prepare(exported, tmp / "rev-copy",
+                                                              not args.no_compile)
         up, up_port = start_upstream(tmp)
         try:
             config = authproxy_config(tmp / "authproxy.yaml", up_port, token)
             rows: dict[str, list[tuple[float, float]]] = {
-                "python -c pass": [], "python -c 'import aiohttp'": [], "authproxy serve": []}
+                "python -c pass": [], "python -c 'import aiohttp'": [],
+                **{name: [] for name in builds}}
             for _ in range(args.rounds):
                 rows["python -c pass"].append(run_once("pass"))
                 rows["python -c 'import aiohttp'"].append(run_once("import aiohttp"))
-                rows["authproxy serve"].append(start_once(config, args.loop))
+                for name, src in builds.items():
+                    rows[name].append(start_once(config, args.loop, src))
         finally:
             up.stop()
     summary = {name: {"ms": round(median([r[0] for r in rs]), 1),
                       "ms_min": round(min(r[0] for r in rs), 1),
                       "rss_mb": round(median([r[1] for r in rs]), 1)}
                for name, rs in rows.items()}
-    print(f"{args.rounds} rounds, pinned to core {PROXY_CPU}, {args.loop}; medians")
+    print(f"{args.rounds} rounds, pinned to core {PROXY_CPU}, {args.loop}, authproxy "
+          f"{'compiling its sources at each start' if args.no_compile else 'byte-compiled'}; "
+          "medians")
     print(table([[n, f"{s['ms']:.0f}", f"{s['ms_min']:.0f}", f"{s['rss_mb']:.1f}"]
                  for n, s in summary.items()],
                 ["process", "ms to ready/exit", "fastest", "RSS MB"]))

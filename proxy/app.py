@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from proxy.config import Config, Listen
 from proxy.cors import CorsPolicy
@@ -21,7 +19,6 @@ from proxy.credentials import (
     CredentialSource,
     CredentialsUnavailable,
     Outgoing,
-    SharedCache,
     build_sources,
     open_token_cache,
 )
@@ -46,6 +43,11 @@ from proxy.log import access_log, redact_headers
 from proxy.rules import RuleTable
 from proxy.target import Upstream
 from proxy.websocket import Handshake, handshake_problem, is_handshake, open_tunnel
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from proxy.credentials.shared import SharedCache
 
 log = logging.getLogger("authproxy")
 
@@ -109,7 +111,8 @@ class Proxy:
         self.token_cache = open_token_cache(config.token_cache)  # for the process's lifetime
         self.rt = build_runtime(config, shared=self.token_cache)
         self.port: int | None = None
-        self.session: aiohttp.ClientSession | None = None  # for the credentials' own calls
+        # For the credentials' own calls (Cognito), made by the first source that uses_http.
+        self.session: aiohttp.ClientSession | None = None
         self.pool = Pool(idle_timeout=30)  # for forwarding
         self.tunnels = Tunnels()  # open WebSocket tunnels
         self.metrics = Metrics(lambda: self.rt.in_use,
@@ -125,17 +128,29 @@ class Proxy:
         self.rt.guard.set_port(port)
 
     async def start(self) -> None:
-        # The credentials' own calls (Cognito), never forwarding: aiohttp's usual headers and
-        # decompression stay on, since forwarding's skip_auto_headers would drop the form's
-        # Content-Type and Cognito refuses a token request without it.
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
-            # No cookie jar: one client's Set-Cookie must never ride along with another's request.
-            cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
-            timeout=aiohttp.ClientTimeout(total=None))
+        session = self._session_for(self.rt.sources.values())
         if self.token_cache is not None:
             await self.token_cache.start()  # bounded by token_cache.timeout; never fails
-        await asyncio.gather(*(s.start(self.session) for s in self.rt.sources.values()))
+        await asyncio.gather(*(s.start(session) for s in self.rt.sources.values()))
+
+    def _session_for(self, sources: Iterable[CredentialSource]
+                     ) -> aiohttp.ClientSession | None:
+        """The app's one ClientSession, made when the first source that uses_http comes (at
+        start or with a reload); None while none has. Static values, commands and fixed keys
+        need none, and a config of those never loads aiohttp (~100 ms of a cold start)."""
+        if self.session is None and any(s.uses_http for s in sources):
+            import aiohttp
+
+            # The credentials' own calls (Cognito), never forwarding: aiohttp's usual headers
+            # and decompression stay on, since forwarding's skip_auto_headers would drop the
+            # form's Content-Type and Cognito refuses a token request without it.
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+                # No cookie jar: one client's Set-Cookie must never ride along with another's
+                # request.
+                cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
+                timeout=aiohttp.ClientTimeout(total=None))
+        return self.session
 
     async def close(self) -> None:
         self.tunnels.abort_all("proxy")  # what a drain left open
@@ -154,8 +169,8 @@ class Proxy:
                 == config.credentials.get(n)}
         new = build_runtime(config, keep, self.port, self.token_cache)
         fresh = [s for n, s in new.sources.items() if n not in keep]
-        assert self.session is not None
-        await asyncio.gather(*(s.start(self.session) for s in fresh))
+        session = self._session_for(fresh)
+        await asyncio.gather(*(s.start(session) for s in fresh))
         self.rt = new
         await asyncio.gather(*(s.close() for n, s in old.sources.items() if n not in keep))
         if (config.listen.host, config.listen.port) != (old.config.listen.host,

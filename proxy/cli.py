@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import os
 import sys
@@ -166,6 +165,10 @@ def _problem(path: str, message: str) -> Problem:
 
 
 def _serve(args: argparse.Namespace, config: Config) -> int:
+    # Imported here, as each command's module is: check, token and the shell completion's
+    # --list (run at every TAB) go without the event loop's ~20 ms of imports.
+    import asyncio
+
     from proxy import log
     from proxy.server import BindError, serve
 
@@ -186,6 +189,8 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
 
 
 def _use_uvloop() -> None:
+    import asyncio
+
     try:
         import uvloop  # type: ignore[import-not-found, unused-ignore]
     except ImportError:

@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.request
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,11 +165,12 @@ class ServeProcess:
 
 
 def start_serve(config_path: Path, *args: str, env: dict[str, str] | None = None,
-                wait: bool = True) -> ServeProcess:
+                wait: bool = True, launcher: Sequence[str] = (AUTHPROXY,)) -> ServeProcess:
+    """`launcher`: what runs the CLI (default: the `authproxy` script)."""
     log_path = config_path.with_suffix(".log")
     with log_path.open("wb") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
-            [AUTHPROXY, "serve", "-c", str(config_path), "--port", "0", *args],
+            [*launcher, "serve", "-c", str(config_path), "--port", "0", *args],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     sp = ServeProcess(proc, log_path)
     if not wait:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import prometheus_client.metrics
+import pytest
 from conftest import MakeProxy
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy.debug.admin import Metrics
 from proxy.fakes.apigw import FakeApiGateway
+from proxy.http.tunnel import Tunnels
 
 
 def config(url: str) -> str:
@@ -99,3 +105,55 @@ endpoints:
     assert 3000 < expiry <= 3600
     # static credentials have no expiry series
     assert ("authproxy_token_expiry_seconds", (("credential", "tok"),)) not in samples
+
+
+@pytest.mark.parametrize("created", [True, False], ids=["created", "no_created"])
+def test_request_metrics_are_what_prometheus_clients_own_metrics_make(
+        monkeypatch: pytest.MonkeyPatch, created: bool) -> None:
+    # Requests are counted in plain numbers and turned into Prometheus families at scrape
+    # time (prometheus_client is not imported at start): the families must be, sample for
+    # sample, what the library's Counter, Histogram and Gauge made of the same requests, in the
+    # same place among the other families, with or without PROMETHEUS_DISABLE_CREATED_SERIES.
+    monkeypatch.setattr(prometheus_client.metrics, "_use_created", created)
+    before = time.time()
+    ours = Metrics(lambda: {}, lambda: (2, 3), tunnels=Tunnels())
+    reference = CollectorRegistry()
+    requests = Counter("authproxy_requests", "Requests by endpoint and status",
+                       ["endpoint", "status"], registry=reference)
+    upstream = Histogram("authproxy_upstream_seconds",
+                         "Time until the upstream's response headers", ["endpoint"],
+                         registry=reference,
+                         buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+    Gauge("authproxy_in_flight_requests", "Requests being handled",
+          registry=reference).set_function(lambda: ours.in_flight)
+    # on a bound, between bounds, above the last one, zero, and requests with no upstream time
+    for endpoint, status, upstream_ms in [
+            ("api", 200, 5.0), ("api", 200, 7.5), ("api", 503, None), ("-", 404, None),
+            ("b", 200, 40_000.0), ("api", 200, 30_000.0), ("b", 502, 0.0), ("api", 200, 1.0)]:
+        ours.observe(endpoint, status, upstream_ms)
+        requests.labels(endpoint, str(status)).inc()
+        if upstream_ms is not None:
+            upstream.labels(endpoint).observe(upstream_ms / 1000)
+    ours.in_flight = 2
+
+    def families(registry: CollectorRegistry) -> list[Any]:
+        out = []
+        for family in registry.collect():
+            for s in family.samples:
+                if s.name.endswith("_created"):
+                    assert before <= s.value <= time.time()
+            family.samples = [s._replace(value=0.0) if s.name.endswith("_created") else s
+                              for s in family.samples]
+            out.append(family)
+        return out
+
+    theirs = families(reference)
+    got = families(ours.registry)
+    names = [f.name for f in got]
+    assert names == ["authproxy_upstream_connections", "authproxy_websocket_tunnels_open",
+                     "authproxy_websocket_tunnels", "authproxy_websocket_bytes",
+                     "authproxy_requests", "authproxy_upstream_seconds",
+                     "authproxy_in_flight_requests", "authproxy_token_fetches",
+                     "authproxy_token_expiry_seconds", "authproxy_credential_ready"]
+    assert got[4:7] == theirs
+    assert any(s.name.endswith("_created") for f in theirs for s in f.samples) == created

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 from conftest import MakeProxy
@@ -149,3 +150,50 @@ listen: {shared_secret: "s3cret-0123456789"}
         listener.close()
         await server.shutdown(1.0)
         await proxy.close()
+
+
+async def test_the_credentials_session_comes_with_the_first_source_that_calls_http(
+        apigw: FakeApiGateway, make_proxy: MakeProxy, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Static values call nothing: the app makes no aiohttp ClientSession for them (nor imports
+    # aiohttp, tests/test_cli.py). A reload that brings a Cognito credential brings the session,
+    # which the credential then signs in through; closing the app closes it.
+    from conftest import PROXIES
+
+    from proxy.config import parse_config
+    from proxy.fakes.cognito import FakeCognito
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    client = await make_proxy(config(apigw.url))
+    proxy = PROXIES[client]
+    assert proxy.session is None
+    fake = FakeCognito()
+    await fake.start()
+    try:
+        pool = fake.add_pool()
+        app_client = fake.add_client(pool)
+        fake.add_user(pool, "alice", "Passw0rd!")
+        await proxy.reload(parse_config(config(apigw.url).replace("endpoints:", f"""\
+  user:
+    type: cognito
+    flow: password
+    user_pool_id: {pool}
+    client_id: {app_client}
+    username: alice
+    password: Passw0rd!
+    endpoint: {fake.url}
+endpoints:
+  - {{name: user, endpoint: "{apigw.url}/Development", auth: user, prefix: /user}}"""),
+                                        "test.yaml", {}))
+        session = proxy.session
+        assert session is not None
+        resp = await client.get("/user/x")
+        assert resp.status == 200
+        sent = dict((await resp.json())["headers"])
+        assert sent["Authorization"].startswith("Bearer ey")
+        await proxy.reload(parse_config(config(apigw.url), "test.yaml", {}))
+        assert proxy.session is session  # kept for the process's lifetime, as before
+    finally:
+        await fake.stop()
+    await proxy.close()
+    assert session.closed

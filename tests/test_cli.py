@@ -9,13 +9,14 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import AUTHPROXY, ServeProcess
+from conftest import AUTHPROXY, ServeProcess, start_serve
 
 from proxy.fakes.apigw import FakeApiGateway
 
@@ -61,6 +62,41 @@ def test_serve_forwards_with_the_static_header_and_stops_cleanly(
     log = sp.log()
     assert '"GET /api/items" api 200' in log and "stopped" in log
     assert TOKEN not in log and "Traceback" not in log
+
+
+# Libraries `serve` must not import for a config of static values (issue 15: a cold start
+# under 250 ms): aiohttp and PyJWT (Cognito), cryptography (token_cache), botocore (iam's
+# `source: aws`), redis (token_cache), prometheus_client (until /metrics is scraped).
+NOT_FOR_STATIC = ("aiohttp", "jwt", "cryptography", "botocore", "redis", "prometheus_client")
+
+
+@pytest.mark.e2e
+def test_serve_with_static_values_imports_none_of_the_heavy_libraries(
+        threaded_apigw: FakeApiGateway, tmp_path: Path) -> None:
+    # The CLI's own main, as the `authproxy` script runs it, with a hook that writes down
+    # sys.modules as the process exits: after it served a proxied request and the admin
+    # answers a probe reads, and after a clean stop, so what those import counts as well.
+    modules = tmp_path / "modules.txt"
+    launcher = [sys.executable, "-c",
+                "import atexit, sys\n"
+                f"atexit.register(lambda: open({str(modules)!r}, 'w').write("
+                "'\\n'.join(sorted(sys.modules))))\n"
+                "from proxy.cli import main\n"
+                "sys.exit(main())\n"]
+    path = tmp_path / "static.yaml"
+    path.write_text(config(threaded_apigw.url))
+    sp = start_serve(path, launcher=launcher)
+    try:
+        status, _, body = sp.get("/api/items")
+        assert status == 200 and dict(json.loads(body)["headers"])["Authorization"] == TOKEN
+        assert sp.get("/_authproxy/healthz")[0] == 200
+        assert sp.get("/_authproxy/readyz")[0] == 200
+    finally:
+        assert sp.stop(signal.SIGTERM) == 0, sp.log()
+    loaded = modules.read_text().split()
+    assert "proxy.credentials.static" in loaded  # (the hook saw the server's modules)
+    heavy = sorted({m.split(".")[0] for m in loaded} & set(NOT_FOR_STATIC))
+    assert heavy == [], f"authproxy serve (static values only) imported {heavy}"
 
 
 @pytest.mark.e2e

@@ -260,7 +260,7 @@ print("tok-devnull" if same else "tok-inherited")
     saved, (read_end, write_end) = os.dup(0), os.pipe()
     os.dup2(read_end, 0)
     try:
-        await src.start(None)  # type: ignore[arg-type]  # it needs no HTTP session
+        await src.start(None)  # it needs no HTTP session
         assert await get(src) == "Bearer tok-devnull"
         first = src.current()
         assert first is not None and src.current() is first  # a lookup, built once
@@ -275,7 +275,7 @@ async def test_killed_by_a_signal_is_named(tmp_path: Path) -> None:
     script = write_script(tmp_path / "die.py", "import os, signal\n"
                           "os.kill(os.getpid(), signal.SIGTERM)\n")
     src = CommandSource(command_config([str(script), "x"]))
-    await src.start(None)  # type: ignore[arg-type]
+    await src.start(None)
     try:
         message = await unavailable(src)
         assert f"command {script} (+1 arg) was killed by SIGTERM; stderr was empty" in message
@@ -294,7 +294,7 @@ time.sleep(600)
     pid_file = tmp_path / "pid"
     src = CommandSource(command_config([str(script), str(pid_file)], timeout=30))
     started = time.monotonic()
-    await src.start(None)  # type: ignore[arg-type]
+    await src.start(None)
     try:
         message = await unavailable(src)
         assert "printed more than 1024 KiB on stdout (killed)" in message
@@ -310,7 +310,7 @@ async def test_a_missing_program_is_not_retried_until_it_appears(tmp_path: Path)
     later = tmp_path / "later.py"
     src = CommandSource(command_config([str(later)]), clock=clock)
     assert "NOT FOUND on PATH" in src.describe().summary
-    await src.start(None)  # type: ignore[arg-type]
+    await src.start(None)
     try:
         assert "failed: not found (is it installed" in await unavailable(src)
         runs = src.runs
@@ -339,7 +339,7 @@ async def test_closing_kills_a_run_in_flight(tmp_path: Path) -> None:
     vault = Vault(tmp_path)
     vault.set(mode="hang")
     src = CommandSource(command_config(vault.argv(), timeout=60))
-    await src.start(None)  # type: ignore[arg-type]
+    await src.start(None)
     pids = await asyncio.to_thread(wait_until, lambda: len(vault.pids()) == 2 and vault.pids())
     assert all(alive(p) for p in pids)
     await src.close()
@@ -355,7 +355,7 @@ async def test_describe_and_status_name_the_program_never_the_arguments(tmp_path
     assert f"command {vault.path} (+2 args), json output as Authorization: Bearer <value>" \
         in described.summary
     assert described.headers == (("Authorization", f"Bearer <output of {vault.path}>"),)
-    await src.start(None)  # type: ignore[arg-type]
+    await src.start(None)
     try:
         await get(src)
         status = src.status()

@@ -8,7 +8,6 @@ line and raised once, as a `ConfigError`.
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import os
 import re
@@ -249,6 +248,8 @@ def _type_name(value: object) -> str:
 
 
 def _suggest(word: str, options: Any) -> str:
+    import difflib  # only a config with a mistake in it needs it, not every start
+
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -1,11 +1,15 @@
 """Credential strategies, built once from the config. Adding one takes its own module, its
-config dataclass (and its reading in config.py) and one line of `_BUILDERS`."""
+config dataclass (and its reading in config.py), a builder and one line of `_BUILDERS`.
+
+A strategy's module is imported by its builder, when a credential of its type is built: what
+it stands on (aiohttp for Cognito's HTTP API, PyJWT, cryptography for the shared cache) then
+loads only for a config that uses it, and a config of static values starts without them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proxy.config import Credential, TokenCache
 from proxy.credentials.base import (
@@ -15,19 +19,38 @@ from proxy.credentials.base import (
     Headers,
     Outgoing,
 )
-from proxy.credentials.cognito import CognitoSource
-from proxy.credentials.command import CommandSource
-from proxy.credentials.iam import IamSource
-from proxy.credentials.shared import SharedCache, settings_material
-from proxy.credentials.static import StaticSource
+
+if TYPE_CHECKING:
+    from proxy.credentials.shared import SharedCache
+
+
+def _static(cfg: Any, cache_dir: Path | None) -> CredentialSource:
+    from proxy.credentials.static import StaticSource
+    return StaticSource(cfg)
+
+
+def _cognito(cfg: Any, cache_dir: Path | None) -> CredentialSource:
+    from proxy.credentials.cognito import CognitoSource
+    return CognitoSource(cfg, cache_dir=cache_dir)
+
+
+def _iam(cfg: Any, cache_dir: Path | None) -> CredentialSource:
+    from proxy.credentials.iam import IamSource
+    return IamSource(cfg, cache_dir=cache_dir)
+
+
+def _command(cfg: Any, cache_dir: Path | None) -> CredentialSource:
+    from proxy.credentials.command import CommandSource
+    return CommandSource(cfg)
+
 
 # type -> builder(config, cache_dir): cache_dir is where logins and cached values are kept
 # (None: the default, $XDG_CACHE_HOME/authproxy/)
 _BUILDERS: dict[str, Callable[[Any, Path | None], CredentialSource]] = {
-    "static": lambda cfg, cache_dir: StaticSource(cfg),
-    "cognito": lambda cfg, cache_dir: CognitoSource(cfg, cache_dir=cache_dir),
-    "iam": lambda cfg, cache_dir: IamSource(cfg, cache_dir=cache_dir),
-    "command": lambda cfg, cache_dir: CommandSource(cfg),
+    "static": _static,
+    "cognito": _cognito,
+    "iam": _iam,
+    "command": _command,
 }
 
 
@@ -42,6 +65,7 @@ def build_sources(configs: Mapping[str, Credential], *, shared: SharedCache | No
     its settings; `among`: every credential of the config, for those `configs` build on."""
     sources = {name: build_source(cfg) for name, cfg in configs.items()}
     if shared is not None:
+        from proxy.credentials.shared import settings_material
         for name, source in sources.items():
             source.share(shared.slot(name, settings_material(configs[name], among or configs)))
     return sources
@@ -53,10 +77,11 @@ def open_token_cache(config: TokenCache) -> SharedCache | None:
         return None
     # Imported here: redis-py is an optional extra, checked by config.py when the url is set.
     from proxy.credentials.redis_store import RedisStore
+    from proxy.credentials.shared import SharedCache
 
     return SharedCache(RedisStore(config), key_prefix=config.key_prefix,
                        encryption_key=config.encryption_key)
 
 
 __all__ = ["CredentialSource", "CredentialsUnavailable", "Description", "Headers", "Outgoing",
-           "SharedCache", "build_source", "build_sources", "open_token_cache"]
+           "build_source", "build_sources", "open_token_cache"]

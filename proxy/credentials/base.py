@@ -17,9 +17,11 @@ its keys, which is every request but those that must fetch them):
 
     headers = source.current_for(outgoing) or await source.headers_for(outgoing)
 
-Strategies use aiohttp's client (the app's one ClientSession, given at `start`) but never
-`aiohttp.web`. They also describe themselves (`describe()` for check/explain/token/hints,
-`status()` for readyz/metrics/inspector), so nothing above them switches on their class.
+Strategies that call HTTP services (`uses_http`) use aiohttp's client (the app's one
+ClientSession, given at `start`) but never `aiohttp.web`; the app makes that session only when
+one of them is configured, so that a config of static values never loads aiohttp. They also
+describe themselves (`describe()` for check/explain/token/hints, `status()` for
+readyz/metrics/inspector), so nothing above them switches on their class.
 """
 
 from __future__ import annotations
@@ -30,12 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import aiohttp
-
 from proxy.credentials.aws_keys import AwsKeys
 
-if TYPE_CHECKING:  # shared.py builds on the refresh core, which imports this module
-    from proxy.credentials.shared import SharedSlot
+if TYPE_CHECKING:
+    import aiohttp  # for the types only: a strategy that calls HTTP imports it itself
+
+    from proxy.credentials.shared import SharedSlot  # builds on refresh.py, which imports us
 
 Headers = tuple[tuple[str, str], ...]  # (name, value) pairs, in the order they are sent
 # login's prompt(kind, message, secret) -> answer; kind is one of: username, password,
@@ -104,6 +106,10 @@ class CredentialSource(ABC):
     # True: a WebSocket handshake carries this credential in its URL (`presign`), not in a
     # header, as API Gateway's IAM authorization of `$connect` wants.
     signs_url: ClassVar[bool] = False
+    # True when it calls HTTP services (Cognito) through the session `start` gives it; only
+    # then is there a session (aiohttp costs ~100 ms and ~10 MB at start). Per instance, since
+    # it may depend on the settings (iam: an identity pool does, fixed keys do not).
+    uses_http = False
 
     def link(self, sources: Mapping[str, CredentialSource]) -> None:  # noqa: B027
         """Called once all sources of a runtime exist (again after a reload): a strategy that
@@ -124,8 +130,9 @@ class CredentialSource(ABC):
         raise CredentialsUnavailable(f"{self.name} is a {self.describe().type} credential, "
                                      "not AWS credentials")
 
-    async def start(self, session: aiohttp.ClientSession) -> None:  # noqa: B027
-        """Called once the app's ClientSession exists; may begin a first fetch."""
+    async def start(self, session: aiohttp.ClientSession | None) -> None:  # noqa: B027
+        """Called once at start (and for a source a reload brings); may begin a first fetch.
+        `session`: the app's ClientSession, never None for a source that `uses_http`."""
 
     async def close(self) -> None:  # noqa: B027
         """Stop background work."""

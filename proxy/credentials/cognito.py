@@ -13,9 +13,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import jwt
 
 from proxy.config import CognitoCredential
@@ -36,6 +35,9 @@ from proxy.credentials.refresh import Failure, Fetched, Refresher
 from proxy.credentials.shared import Codec, SharedSlot
 from proxy.secret import Secret
 
+if TYPE_CHECKING:
+    import aiohttp
+
 log = logging.getLogger("authproxy.cognito")
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ _JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 class CognitoSource(CredentialSource):
     refreshable = True  # an upstream 401 makes the proxy call `rejected` and replay
+    uses_http = True  # every flow calls Cognito's API or its token endpoint
 
     def __init__(self, config: CognitoCredential, *, cache_dir: Path | None = None,
                  clock: Clock | None = None, rng: random.Random | None = None) -> None:
@@ -75,7 +78,7 @@ class CognitoSource(CredentialSource):
 
     # --- the CredentialSource protocol -------------------------------------------------------
 
-    async def start(self, session: aiohttp.ClientSession) -> None:
+    async def start(self, session: aiohttp.ClientSession | None) -> None:
         self._session = session
         self._load_cache()
         await self._core.start()

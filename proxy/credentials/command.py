@@ -29,9 +29,7 @@ import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from proxy.config import CommandCredential
 from proxy.credentials.base import CredentialSource, Description, Headers, Outgoing
@@ -40,6 +38,9 @@ from proxy.credentials.refresh import Failure, Fetched, Refresher
 from proxy.credentials.shared import Codec, SharedSlot
 from proxy.jwt import human_delta, parse
 from proxy.secret import Secret
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("authproxy.command")
 
@@ -118,7 +119,7 @@ class CommandSource(CredentialSource):
         # kept (encrypted) in the fleet's cache like any token.
         self._core.share(slot.store(_CODEC), slot.key(_CODEC))
 
-    async def start(self, session: aiohttp.ClientSession) -> None:
+    async def start(self, session: aiohttp.ClientSession | None) -> None:
         await self._core.start()
 
     async def close(self) -> None:

@@ -22,10 +22,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
-
-import aiohttp
-import jwt
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from proxy.config import IamCredential
 from proxy.credentials import token_store
@@ -49,6 +46,9 @@ from proxy.credentials.refresh import Failure, Fetched, Refresher
 from proxy.credentials.shared import Codec, SharedSlot
 from proxy.credentials.sigv4 import EMPTY_SHA256, Signer, region_from_host
 from proxy.secret import Secret
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("authproxy.iam")
 
@@ -79,6 +79,7 @@ class IamSource(CredentialSource):
         self.name, self.header_name = config.name, "Authorization"
         self.max_request_body = config.max_signed_body
         self._cfg = config
+        self.uses_http = config.source == "identity_pool"  # keys and botocore's chain: no
         self._clock: Clock = clock or SystemClock()
         self._cache_dir = cache_dir or token_store.default_dir()
         self._signers: dict[str, Signer] = {}  # by Host: the region comes from the host
@@ -123,6 +124,8 @@ class IamSource(CredentialSource):
         if self._login is None:
             self._guest_id = creds.identity_id
         elif creds.login_token is not None:
+            import jwt  # PyJWT: only an identity pool signed in through `login` reads a token
+
             try:
                 sub = str(jwt.decode(creds.login_token,
                                      options={"verify_signature": False}).get("sub", ""))
@@ -130,7 +133,7 @@ class IamSource(CredentialSource):
                 return
             self._authed = (sub, creds.identity_id)
 
-    async def start(self, session: aiohttp.ClientSession) -> None:
+    async def start(self, session: aiohttp.ClientSession | None) -> None:
         self._session = session
         if self._core is not None:
             await self._core.start()
@@ -267,6 +270,8 @@ class IamSource(CredentialSource):
         token = await self._login.id_token() if self._login is not None else None
         logins = None
         if token is not None:
+            import jwt  # see _adopted
+
             claims = jwt.decode(token, options={"verify_signature": False})
             logins = {logins_key(str(claims["iss"])): token}
             sub = str(claims.get("sub", ""))

@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from proxy.credentials.aws_json import error_kind, error_message, json_object
 from proxy.credentials.aws_keys import AwsKeys
 from proxy.secret import Secret
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("authproxy.identity")
 
@@ -56,6 +57,10 @@ def logins_key(id_token_issuer: str) -> str:
 class IdentityApi:
     def __init__(self, session: aiohttp.ClientSession, endpoint: str,
                  timeout: float = 10.0) -> None:
+        # Imported here, as in _call: iam.py loads this module for its types and failures
+        # whatever its source, and only an identity pool makes an IdentityApi.
+        import aiohttp
+
         self._http = session
         self._url = endpoint.rstrip("/") + "/"
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -103,6 +108,8 @@ class IdentityApi:
 
     async def _call(self, operation: str, body: dict[str, Any],
                     secrets: Iterable[str]) -> dict[str, Any]:
+        import aiohttp  # loaded by __init__ already
+
         headers = {"X-Amz-Target": _TARGET + operation,
                    "Content-Type": "application/x-amz-json-1.1"}
         started = time.monotonic()

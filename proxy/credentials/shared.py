@@ -39,16 +39,16 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from proxy.credentials.clock import Clock, SystemClock
 from proxy.credentials.refresh import Stored
 from proxy.secret import Secret
+
+if TYPE_CHECKING:
+    # cryptography (~10 ms to import) is imported where a value is sealed or opened: the
+    # strategies import this module for Codec and SharedSlot with or without a token_cache.
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 log = logging.getLogger("authproxy.token_cache")
 
@@ -147,6 +147,10 @@ class SharedCache:
         return SharedSlot(self, name, material, stats)
 
     def _seal_key(self, material_key: bytes) -> AESGCM:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
         return AESGCM(HKDF(hashes.SHA256(), 32, salt=_SALT, info=b"value key").derive(
             self._secret + material_key))
 
@@ -196,6 +200,8 @@ class SharedStore(Generic[V]):
         self._warned = False
 
     async def get(self, key: str) -> Stored[V] | None:
+        from cryptography.exceptions import InvalidTag
+
         data = await self._backend.get(self.key)
         stats = self._slot.stats
         if data is None:

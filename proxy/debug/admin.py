@@ -1,26 +1,19 @@
 """Admin answers under `admin.prefix`: health, readiness, Prometheus metrics, the exchange
-history and credential state as JSON, and the inspector page (proxy.debug.inspector)."""
+history and credential state as JSON, and the inspector page (proxy.debug.inspector).
+
+prometheus_client is imported at the first scrape of /metrics, not at start (it is ~20 ms and
+~4 MB of a cold start, with the HTTP servers and clients of its exposition module): requests are
+counted here in plain numbers, and the registry reads them when it is built."""
 
 from __future__ import annotations
 
+import bisect
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
-
-from proxy.credentials import CredentialSource, SharedCache
-from proxy.debug.har import har
+from proxy.credentials import CredentialSource
 from proxy.debug.history import History, StatusFilter, token_info
 from proxy.debug.inspector import Inspector
 from proxy.errors import error_response
@@ -28,48 +21,132 @@ from proxy.http.client_conn import Request
 from proxy.http.respond import Response
 from proxy.http.tunnel import Tunnels
 
+if TYPE_CHECKING:
+    from proxy.credentials.shared import SharedCache
+
+# authproxy_upstream_seconds' upper bounds; +Inf last, as prometheus_client's Histogram adds it
+UPSTREAM_BUCKETS = (.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, float("inf"))
+
+
+class _Count:
+    """One labelled child of a counter: its value and when it was first counted (`_created`,
+    as prometheus_client's Counter stamps a child when it is made)."""
+
+    __slots__ = ("value", "created")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
+
+
+class _Histogram:
+    """One labelled child of a histogram, kept as prometheus_client's Histogram keeps it: a
+    count per bucket (the first bound at or above the value), cumulated only when scraped."""
+
+    __slots__ = ("counts", "sum", "created")
+
+    def __init__(self) -> None:
+        self.counts = [0.0] * len(UPSTREAM_BUCKETS)
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, value: float) -> None:
+        self.sum += value
+        self.counts[bisect.bisect_left(UPSTREAM_BUCKETS, value)] += 1
+
 
 class Metrics:
-    """One registry per app, so tests and reloads never share counters by accident."""
+    """One registry per app, so tests and reloads never share counters by accident. Counting a
+    request touches two dicts and takes no lock (prometheus_client's Counter and Histogram
+    take one per call): every count is made and read on the event loop's thread."""
 
     def __init__(self, sources: Callable[[], Mapping[str, CredentialSource]],
                  connections: Callable[[], tuple[int, int]],
                  token_cache: Callable[[], SharedCache | None] = lambda: None,
                  tunnels: Tunnels | None = None) -> None:
-        self.registry = CollectorRegistry()
-        self.registry.register(_ConnectionCollector(connections))
-        self.registry.register(_TokenCacheCollector(token_cache))
-        if tunnels is not None:
-            self.registry.register(_TunnelCollector(tunnels))
-        self.requests = Counter("authproxy_requests", "Requests by endpoint and status",
-                                ["endpoint", "status"], registry=self.registry)
-        self.upstream_seconds = Histogram(
-            "authproxy_upstream_seconds", "Time until the upstream's response headers",
-            ["endpoint"], registry=self.registry,
-            buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
-        # A plain int read at scrape time: a Gauge's inc()/dec() take a lock twice per request.
-        self.in_flight = 0
-        Gauge("authproxy_in_flight_requests", "Requests being handled",
-              registry=self.registry).set_function(lambda: self.in_flight)
-        self.registry.register(_CredentialCollector(sources))
-        # labels() costs a few microseconds per call: children are looked up once.
-        self._children: dict[tuple[str, int], Any] = {}
-        self._histograms: dict[str, Any] = {}
+        self._sources, self._connections = sources, connections
+        self._token_cache, self._tunnels = token_cache, tunnels
+        self.in_flight = 0  # read at scrape time
+        self.requests: dict[tuple[str, int], _Count] = {}  # by (endpoint, status)
+        self.upstream: dict[str, _Histogram] = {}  # by endpoint
+        self._registry: Any = None
+
+    @property
+    def registry(self) -> Any:
+        """The prometheus_client CollectorRegistry, made (and the library imported) on first
+        use; its families are in the order they always had."""
+        if self._registry is None:
+            from prometheus_client import CollectorRegistry
+
+            registry = CollectorRegistry()
+            registry.register(_ConnectionCollector(self._connections))
+            registry.register(_TokenCacheCollector(self._token_cache))
+            if self._tunnels is not None:
+                registry.register(_TunnelCollector(self._tunnels))
+            registry.register(_RequestCollector(self))
+            registry.register(_CredentialCollector(self._sources))
+            self._registry = registry
+        return self._registry
 
     def observe(self, endpoint: str, status: int, upstream_ms: float | None) -> None:
-        child = self._children.get((endpoint, status))
-        if child is None:
-            child = self._children[(endpoint, status)] = self.requests.labels(endpoint,
-                                                                              str(status))
-        child.inc()
+        count = self.requests.get((endpoint, status))
+        if count is None:
+            count = self.requests[(endpoint, status)] = _Count()
+        count.value += 1
         if upstream_ms is not None:
-            hist = self._histograms.get(endpoint)
+            hist = self.upstream.get(endpoint)
             if hist is None:
-                hist = self._histograms[endpoint] = self.upstream_seconds.labels(endpoint)
+                hist = self.upstream[endpoint] = _Histogram()
             hist.observe(upstream_ms / 1000)
 
 
-class _ConnectionCollector(Collector):
+class _RequestCollector:
+    """authproxy_requests (a counter), authproxy_upstream_seconds (a histogram) and
+    authproxy_in_flight_requests (a gauge), sample for sample what prometheus_client's
+    Counter, Histogram and Gauge.set_function made of the same counts (tests/test_admin.py
+    compares the two)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client import metrics as client_metrics
+        from prometheus_client.metrics_core import Metric
+        from prometheus_client.utils import floatToGoString
+
+        # PROMETHEUS_DISABLE_CREATED_SERIES, as the library's own metrics read it
+        created = client_metrics._use_created
+        m = self.metrics
+        requests = Metric("authproxy_requests", "Requests by endpoint and status", "counter")
+        for (endpoint, status), count in list(m.requests.items()):
+            labels = {"endpoint": endpoint, "status": str(status)}
+            requests.add_sample("authproxy_requests_total", labels, count.value)
+            if created:
+                requests.add_sample("authproxy_requests_created", labels, count.created)
+        yield requests
+        upstream = Metric("authproxy_upstream_seconds",
+                          "Time until the upstream's response headers", "histogram")
+        # the `le` labels as the library writes them (0.005 ... 30.0, +Inf); its util is untyped
+        les = [floatToGoString(b) for b in UPSTREAM_BUCKETS]  # type: ignore[no-untyped-call]
+        for endpoint, hist in list(m.upstream.items()):
+            acc = 0.0
+            for le, n in zip(les, hist.counts, strict=True):
+                acc += n
+                upstream.add_sample("authproxy_upstream_seconds_bucket",
+                                    {"endpoint": endpoint, "le": le}, acc)
+            upstream.add_sample("authproxy_upstream_seconds_count", {"endpoint": endpoint}, acc)
+            upstream.add_sample("authproxy_upstream_seconds_sum", {"endpoint": endpoint},
+                                hist.sum)
+            if created:
+                upstream.add_sample("authproxy_upstream_seconds_created",
+                                    {"endpoint": endpoint}, hist.created)
+        yield upstream
+        in_flight = Metric("authproxy_in_flight_requests", "Requests being handled", "gauge")
+        in_flight.add_sample("authproxy_in_flight_requests", {}, float(m.in_flight))
+        yield in_flight
+
+
+class _ConnectionCollector:
     """Upstream connections in use and idle in the pool: a leak shows as `active` that never
     returns to zero once traffic stops."""
 
@@ -77,6 +154,8 @@ class _ConnectionCollector(Collector):
         self.connections = connections  # (active, idle) of the upstream pool
 
     def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
         family = GaugeMetricFamily("authproxy_upstream_connections",
                                    "Upstream connections by state", labels=["state"])
         active, idle = self.connections()
@@ -85,7 +164,7 @@ class _ConnectionCollector(Collector):
         yield family
 
 
-class _TokenCacheCollector(Collector):
+class _TokenCacheCollector:
     """The fleet's shared cache (token_cache): whether Redis answers, and how the credentials
     used it. Nothing is reported when token_cache is not set."""
 
@@ -93,6 +172,8 @@ class _TokenCacheCollector(Collector):
         self.cache = cache
 
     def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         cache = self.cache()
         if cache is None:
             return
@@ -118,7 +199,7 @@ class _TokenCacheCollector(Collector):
         yield from (up, errors, *per.values())
 
 
-class _TunnelCollector(Collector):
+class _TunnelCollector:
     """WebSocket tunnels: open now, opened so far, bytes each way. Read at scrape time from
     the tunnels' own counters, so the tunnel's hot path updates nothing global."""
 
@@ -126,6 +207,8 @@ class _TunnelCollector(Collector):
         self.tunnels = tunnels
 
     def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         t = self.tunnels
         open_now = GaugeMetricFamily("authproxy_websocket_tunnels_open",
                                      "WebSocket tunnels open now")
@@ -142,11 +225,13 @@ class _TunnelCollector(Collector):
         yield moved
 
 
-class _CredentialCollector(Collector):
+class _CredentialCollector:
     def __init__(self, sources: Callable[[], Mapping[str, CredentialSource]]) -> None:
         self.sources = sources
 
     def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         fetches = CounterMetricFamily("authproxy_token_fetches", "Token fetches by outcome",
                                       labels=["credential", "outcome"])
         expiry = GaugeMetricFamily("authproxy_token_expiry_seconds",
@@ -241,6 +326,8 @@ class Admin:
         if isinstance(found, Response):
             return found
         origin = f"{request.scheme}://{request.headers.get('Host', 'localhost')}"
+        from proxy.debug.har import har  # only an export needs it
+
         resp = _json(200, har(found, origin))
         stamp = time.strftime("%Y%m%d-%H%M%S")
         resp.headers["Content-Disposition"] = f'attachment; filename="authproxy-{stamp}.har"'
@@ -268,6 +355,8 @@ class Admin:
         return _json(200, self.history.websockets())
 
     def prometheus(self, request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
         resp = Response(body=generate_latest(self.metrics.registry))
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp

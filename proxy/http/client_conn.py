@@ -242,7 +242,7 @@ _EMPTY_BODY = Body(None, complete=True)
 class ClientConnection(asyncio.Protocol):
     def __init__(self, server: ProxyServer) -> None:
         self._server = server
-        self._loop = server.loop
+        self._loop = asyncio.get_running_loop()  # once per connection, made on the loop
         self._handler = server.handler
         self._header_timeout = server.header_timeout
         self._keepalive_timeout = server.keepalive_timeout
@@ -671,13 +671,6 @@ class ProxyServer:
         self.header_timeout = header_timeout
         self.keepalive_timeout = keepalive_timeout
         self.connections: set[ClientConnection] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-        return self._loop
 
     def __call__(self) -> ClientConnection:
         return ClientConnection(self)

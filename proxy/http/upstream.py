@@ -163,8 +163,7 @@ class Pool:
     def watch(self, answer: Answer) -> None:
         self.watched.add(answer)
         if self._deadlines is None:
-            self._deadlines = self.loop.call_later(DEADLINE_CHECK,
-                                                                    self._check_deadlines)
+            self._deadlines = self.loop.call_later(DEADLINE_CHECK, self._check_deadlines)
 
     def _check_deadlines(self) -> None:
         self._deadlines = None

@@ -83,7 +83,7 @@ def main() -> int:
                     help="also authproxy signing each request with SigV4 (type: iam, fixed keys)")
     ap.add_argument("--access-log", action="store_true",
                     help="also run authproxy with its access log on (logging.level info) as "
-                         "authproxy-log-<first loop>")
+                         "authproxy-log-<first loop> (and each --variant as NAME-log-<loop>)")
     ap.add_argument("--c1000-targets", default="authproxy,naive",
                     help="proxies for the 1000-connection run, each on every loop "
                          "(authproxy,naive,nginx; '' to skip)")
@@ -169,11 +169,13 @@ def run(args: argparse.Namespace, loops: list[str], skip: set[str], tmp: Path,
         p, port = start_authproxy(tmp, signed, loops[0], name=f"authproxy-iam-{loops[0]}")
         procs.append(p)
         targets[p.name] = (p, port)
-    if args.access_log:
+    if args.access_log and "authproxy" not in skip:
         logged = authproxy_config(tmp / "authproxy-log.yaml", up_port, token_file, level="info")
-        p, port = start_authproxy(tmp, logged, loops[0], name=f"authproxy-log-{loops[0]}")
-        procs.append(p)
-        targets[p.name] = (p, port)
+        for label, src in builds:  # each variant with its log on too
+            p, port = start_authproxy(tmp, logged, loops[0], name=f"{label}-log-{loops[0]}",
+                                      src=src)
+            procs.append(p)
+            targets[p.name] = (p, port)
     if "nginx" not in skip:
         p, port = start_nginx(tmp, up_port, token)
         procs.append(p)

@@ -316,42 +316,50 @@ class Proxy:
 
     def _log(self, request: Request, endpoint: str, status: int, total_ms: float,
              ex: Exchange | None, resp: Response) -> None:
-        path = request.raw_path.partition("?")[0]
+        method, path = request.method, request.raw_path.partition("?")[0]
         up_ms = ex.upstream_ms if ex else None
-        extra: dict[str, Any] = {
-            "method": request.method, "path": path, "endpoint": endpoint, "status": status,
-            "upstream_ms": round(up_ms, 1) if up_ms is not None else None,
-            "total_ms": round(total_ms, 1)}
-        if ex:
-            extra |= {"request_id": ex.request_id, "amzn_request_id": ex.amzn_request_id}
-            if ex.error:
-                extra["error"] = ex.error
-        error = resp.headers.get("X-Authproxy-Error")
-        if error:
-            extra["error"] = error
-        text = (f'"{request.method} {path}" {endpoint} {status} '
-                f"upstream={_ms(up_ms)} total={_ms(total_ms)}")
+        # (the proxy's own error code, when it answered, else what went wrong on the way)
+        error = (resp.headers.get("X-Authproxy-Error") if resp.headers else None) or (
+            ex.error if ex else None)
+        text = (f'"{method} {path}" {endpoint} {status} '
+                f"upstream={_ms(up_ms)} total={total_ms:.1f}ms")
         tunnel = ex.tunnel if ex else None
         if tunnel is not None:
-            extra["websocket"] = {"bytes_up": tunnel.bytes_up, "bytes_down": tunnel.bytes_down,
-                                  "closed_by": tunnel.closed_by,
-                                  "close_code": tunnel.close_code}
             text += (f" websocket up={tunnel.bytes_up}B down={tunnel.bytes_down}B "
                      f"closed_by={tunnel.closed_by}"
                      + (f" code={tunnel.close_code}" if tunnel.close_code else ""))
         if ex:
             text += f" id={ex.request_id}" + (f" amzn={ex.amzn_request_id}"
                                                 if ex.amzn_request_id else "")
-        if extra.get("error"):
-            text += f" error={extra['error']!r}"
+        if error:
+            text += f" error={error!r}"
+        shown: list[tuple[str, list[tuple[str, str]]]] = []
         if self.rt.config.logging.log_headers:
             injected = frozenset(s.header_name.lower() for s in self.rt.sources.values())
-            extra["request_headers"] = redact_headers(request.headers.items(), injected)
+            shown.append(("request_headers", redact_headers(request.headers.items(), injected)))
             if ex:
-                extra["sent_headers"] = redact_headers(ex.sent_headers, injected)
-                extra["response_headers"] = redact_headers(ex.response_headers)
-            text += "".join(f"\n  {k}: {v}" for k in ("request_headers", "sent_headers",
-                            "response_headers") for v in [extra.get(k)] if v)
+                shown += (("sent_headers", redact_headers(ex.sent_headers, injected)),
+                          ("response_headers", redact_headers(ex.response_headers)))
+            text += "".join(f"\n  {k}: {v}" for k, v in shown if v)
+
+        def extra() -> dict[str, Any]:
+            # The JSON format's fields: made only when that format writes the line.
+            out: dict[str, Any] = {
+                "method": method, "path": path, "endpoint": endpoint, "status": status,
+                "upstream_ms": round(up_ms, 1) if up_ms is not None else None,
+                "total_ms": round(total_ms, 1)}
+            if ex:
+                out |= {"request_id": ex.request_id, "amzn_request_id": ex.amzn_request_id}
+            if error:
+                out["error"] = error
+            if tunnel is not None:
+                out["websocket"] = {"bytes_up": tunnel.bytes_up,
+                                    "bytes_down": tunnel.bytes_down,
+                                    "closed_by": tunnel.closed_by,
+                                    "close_code": tunnel.close_code}
+            out.update(shown)
+            return out
+
         log_access(text, extra)
 
 

@@ -13,7 +13,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from proxy.redaction import SECRET_HEADERS, redact_queries
@@ -25,6 +25,8 @@ access_log = logging.getLogger("authproxy.access")
 # shown as sent, but for the secrets in a URL's query.
 SENSITIVE = SECRET_HEADERS
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+# An access line's fields for the JSON format, made only when a formatter shows them.
+Extra = Callable[[], dict[str, Any]]
 
 
 def redact_headers(headers: Iterable[tuple[str, str]],
@@ -46,12 +48,13 @@ class JsonFormatter(logging.Formatter):
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
 
-    def access(self, created: float, text: str, extra: dict[str, Any]) -> str:
+    def access(self, created: float, text: str, extra: Extra) -> str:
         """What format() gives for an INFO access record with these extras."""
         return json.dumps({
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
             + f".{int((created - int(created)) * 1000):03d}Z",
-            "level": "info", "logger": access_log.name, "message": text, **extra}, default=str)
+            "level": "info", "logger": access_log.name, "message": text, **extra()},
+            default=str)
 
 
 class TextFormatter(logging.Formatter):
@@ -67,27 +70,38 @@ class TextFormatter(logging.Formatter):
                                                   self.converter(record.created)))
         return f"{self._second[1]},{int(record.msecs):03d}"
 
-    def access(self, created: float, text: str, extra: dict[str, Any]) -> str:
-        """What format() gives for an INFO access record (the text format shows no extras)."""
+    def access(self, created: float, text: str, extra: Extra) -> str:
+        """What format() gives for an INFO access record (the text format shows no extras, so
+        `extra` is never called)."""
         second = int(created)
         if self._second[0] != second:
             self._second = (second, time.strftime("%Y-%m-%d %H:%M:%S", self.converter(created)))
-        asctime = f"{self._second[1]},{int((created - second) * 1000):03d}"
-        return self._fmt % {"asctime": asctime, "levelname": "INFO",  # type: ignore[operator]
-                            "name": access_log.name, "message": text}
+        return f"{self._second[1]},{int((created - second) * 1000):03d}{_ACCESS_TAIL}{text}"
+
+
+# What the text format puts between the time and an access line's message.
+_ACCESS_TAIL = f" {'INFO':<7} {access_log.name}: "
+
+
+# How long an access line may wait in the buffer. Flushing once per event-loop iteration made a
+# write (and, for get_running_loop, a getpid) system call per iteration, and under load an
+# iteration answers only a request or a few: waiting took the access log's cost from 34 to
+# 22 us a request (bench/load.py --access-log). A line that shows 50 ms later costs a reader of
+# the log nothing.
+FLUSH_DELAY = 0.05
 
 
 class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Flushes once per event-loop iteration rather than once per line: at thousands of access
-    lines a second, a write system call per line was a third of the access log's cost. Outside
-    a running loop (start-up, shutdown, tools) every line is flushed at once."""
+    """Flushes FLUSH_DELAY after the first line that waits, rather than once per line (or per
+    loop iteration); warnings and worse go out at once, and so does everything outside a
+    running loop (start-up, shutdown, tools)."""
 
     def __init__(self, stream: Any) -> None:
         super().__init__(_unbuffered_lines(stream))
-        self._pending = False
+        self._pending: asyncio.AbstractEventLoop | None = None  # the loop a flush is due on
 
     def flush(self) -> None:
-        self._pending = False
+        self._pending = None
         super().flush()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -106,14 +120,17 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._later()
 
     def _later(self) -> None:
-        if not self._pending:
+        pending = self._pending
+        if pending is None:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 self.flush()
                 return
-            self._pending = True
-            loop.call_soon(self.flush)
+            self._pending = loop
+            loop.call_later(FLUSH_DELAY, self.flush)
+        elif not pending.is_running():
+            self.flush()  # that loop stopped before its flush came: nothing else will
 
 
 def _unbuffered_lines(stream: Any) -> Any:
@@ -133,18 +150,30 @@ _direct: BatchingHandler | None = None  # our handler, when access lines may ski
 _chain: tuple[logging.Logger, ...] = ()  # access_log and its ancestors
 
 
-def access(text: str, extra: dict[str, Any]) -> None:
+def access(text: str, extra: Extra) -> None:
     """Writes the access line. When our handler is the only thing listening (no caplog, no
     handler or filter added by someone else), the line goes straight to it: building a
     LogRecord and passing it through the logging machinery cost more than the rest of the
     line. Otherwise, or when anything is unusual, it goes through `logging` as any line."""
     h = _direct
-    if h is not None and h.level <= logging.INFO and not h.filters and h.formatter and all(
-            not lg.filters and (lg.handlers == [h] if lg.parent is None else
-                                not lg.handlers and lg.propagate) for lg in _chain):
+    if h is not None and h.level <= logging.INFO and not h.filters and h.formatter \
+            and _only(h):
         h.write_line(h.formatter.access(time.time(), text, extra))  # type: ignore[attr-defined]
     else:
-        access_log.info(text, extra=extra)
+        access_log.info(text, extra=extra())
+
+
+def _only(h: BatchingHandler) -> bool:
+    """`h` is the one handler an access record would reach, and nothing filters on the way."""
+    for lg in _chain:
+        if lg.filters:
+            return False
+        if lg.parent is None:
+            handlers = lg.handlers
+            return len(handlers) == 1 and handlers[0] is h
+        if lg.handlers or not lg.propagate:
+            return False
+    return False
 
 
 def configure(level: str, fmt: str) -> None:

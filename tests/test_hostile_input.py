@@ -90,6 +90,28 @@ async def test_a_chunked_body_that_breaks_midway_gets_400_and_never_completes_up
     assert resp.status == 200
 
 
+async def test_a_refusal_reaches_a_client_that_goes_on_sending(
+        apigw: FakeApiGateway, make_proxy: MakeProxy) -> None:
+    # A bad head followed at once by a megabyte the proxy will never parse: closing with those
+    # bytes unread would make the kernel answer with a reset, and a reset can throw the 400
+    # away before the client reads it. The proxy half-closes and drops what keeps coming.
+    client = await make_proxy(config(apigw.url))
+    for _ in range(5):
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+        writer.write(b"GET /api/x HTTP/1.1\r\nHost : 127.0.0.1\r\n\r\n" + b"x" * 1_000_000)
+        answer = b""
+        try:
+            async with asyncio.timeout(5):
+                await asyncio.sleep(0.2)  # the proxy has answered and closed its side by now
+                while chunk := await reader.read(65536):
+                    answer += chunk
+        finally:
+            writer.close()
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+        assert b"X-Authproxy-Error: bad_request" in answer
+    assert not apigw.seen
+
+
 async def test_unusual_but_valid_method_is_forwarded(apigw: FakeApiGateway,
                                                     make_proxy: MakeProxy) -> None:
     client = await make_proxy(config(apigw.url))

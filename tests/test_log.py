@@ -95,7 +95,7 @@ def test_direct_access_line_equals_the_formatted_record(formatter: logging.Forma
     extra = {"method": "GET", "path": "/x", "status": 200, "upstream_ms": 1.5, "error": None}
     record = log.access_log.makeRecord(log.access_log.name, logging.INFO, "", 0,
                                        '"GET /x" api 200', None, None, extra=extra)
-    direct = formatter.access(record.created, '"GET /x" api 200', extra)  # type: ignore[attr-defined]
+    direct = formatter.access(record.created, '"GET /x" api 200', lambda: extra)  # type: ignore[attr-defined]
     assert direct == formatter.format(record)
 
 
@@ -104,7 +104,7 @@ def test_access_lines_reach_the_configured_stream(capfd: pytest.CaptureFixture[s
     saved, level = root.handlers[:], root.level
     try:
         log.configure("info", "text")
-        log.access('"GET /y" api 200', {"status": 200})
+        log.access('"GET /y" api 200', lambda: {"status": 200})
         logging.getLogger().handlers[0].flush()
         assert 'INFO    authproxy.access: "GET /y" api 200' in capfd.readouterr().err
     finally:

@@ -80,7 +80,11 @@ class _Entry:
 
 class History:
     def __init__(self, size: int, now: Callable[[], float] = time.time) -> None:
-        self.entries: deque[_Entry] = deque(maxlen=size)
+        self._entries: deque[_Entry] = deque(maxlen=size)
+        # Added since anyone last looked: _Entry's fields as a tuple (or, for a WebSocket,
+        # the _Entry itself), made into entries on the first look. A tuple is a fraction of
+        # the cost of the dataclass, and the request path pays it for every request.
+        self._raw: deque[tuple[Any, ...] | _Entry] = deque(maxlen=size)
         self.counter = 0
         self.now = now
         # WebSockets, apart from the exchanges: open ones are kept however many exchanges
@@ -90,20 +94,31 @@ class History:
 
     @property
     def capacity(self) -> int:
-        return self.entries.maxlen or 0
+        return self._entries.maxlen or 0
+
+    @property
+    def entries(self) -> deque[_Entry]:
+        """Oldest first, at most `capacity`."""
+        raw, entries = self._raw, self._entries
+        for item in raw:
+            entries.append(item if isinstance(item, _Entry) else _Entry(*item))
+        raw.clear()
+        return entries
 
     def add(self, request: Request, ex: Exchange | None, endpoint: str, status: int,
             total_ms: float, injected: str | None,
             resp: Response | None = None) -> None:
         """`resp`: the answer, for the proxy's own (error, preflight) headers and message."""
         self.counter += 1
-        entry = _Entry(
-            self.counter, self.now() - total_ms / 1000, request.method, request.raw_path,
-            request.scheme, request.body_exists, endpoint, status, total_ms, injected,
-            request.headers, ex, None if ex else resp, tunnel=ex.tunnel if ex else None)
-        self.entries.append(entry)
-        if entry.tunnel is not None:
+        fields = (self.counter, self.now() - total_ms / 1000, request.method, request.raw_path,
+                  request.scheme, request.body_exists, endpoint, status, total_ms, injected,
+                  request.headers, ex, None if ex else resp)
+        if ex is not None and ex.tunnel is not None:
+            entry = _Entry(*fields, tunnel=ex.tunnel)
+            self._raw.append(entry)
             self._open_ws[entry.id] = entry
+        else:
+            self._raw.append(fields)
 
     def websockets(self) -> dict[str, list[dict[str, Any]]]:
         """{"open": [...], "recent": [...]}, newest first, handshake headers redacted."""

@@ -461,14 +461,18 @@ end
 
 
 def wrk(url: str, connections: int, duration: float, logdir: Path, timeout: str = "10s",
-        threads: int = 1, watch: list[Proc] | None = None) -> dict[str, Any]:
+        threads: int = 1, watch: list[Proc] | None = None,
+        pace_ms: float = 0) -> dict[str, Any]:
     """Run wrk pinned to the load core; returns req/s, latency percentiles (ms), errors, the
-    CPU seconds each watched process used during the run and the largest accept queue seen."""
+    CPU seconds each watched process used during the run and the largest accept queue seen.
+    `pace_ms`: each connection waits this long after each answer (wrk's Lua `delay`), so
+    the offered rate is about connections / (latency + pace) instead of all a proxy can take."""
     port = int(url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
     queue_peak = 0
-    lua = logdir / "report.lua"
+    lua = logdir / (f"report-pace{pace_ms:g}.lua" if pace_ms else "report.lua")
     if not lua.exists():
-        lua.write_text(WRK_LUA)
+        lua.write_text(WRK_LUA + (f"delay = function() return {pace_ms:g} end\n"
+                                  if pace_ms else ""))
     cmd = pin(LOAD_CPU) + [need("wrk"), f"-t{threads}", f"-c{connections}",
                            f"-d{max(1, round(duration))}s", f"--timeout={timeout}",
                            "-s", str(lua), url]

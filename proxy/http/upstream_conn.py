@@ -30,6 +30,15 @@ class Endpoint:
     proxy_auth: str | None = field(default=None, repr=False)
     connect_timeout: float | None = None
 
+    def __post_init__(self) -> None:
+        # The pool looks its idle list up by endpoint twice a request: a dataclass's own
+        # __hash__ builds and hashes a tuple of every field each time.
+        object.__setattr__(self, "_hash", hash((self.host, self.port, self.tls, self.proxy,
+                                                 self.proxy_auth, self.connect_timeout)))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined, no-any-return]
+
 
 class Owner(Protocol):
     """What a connection needs of the pool that holds it (proxy/http/upstream.py's Pool)."""

@@ -327,7 +327,7 @@ async def forward(request: Request, pool: Pool, up: Upstream,
         out = ex.response_headers = response_headers(up, answer.headers, request, cors_headers)
         out.append(("X-Request-Id", ex.request_id))
         for name, value in answer.headers:
-            if name.lower() == "x-amzn-requestid":
+            if len(name) == 16 and name.lower() == "x-amzn-requestid":
                 ex.amzn_request_id = value
                 break
         if status in (401, 403):  # the only answers with a hint: no coroutine for the rest

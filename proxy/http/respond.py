@@ -127,12 +127,13 @@ class Relay(Response):
         lines = [f"HTTP/1.1 {status} {reason}"]
         have_date = False
         for name, value in headers:
-            low = name.lower()
-            if low == "content-length":
+            # (the length first: it spares lowering nearly every name)
+            n = len(name)
+            if n == 14 and name.lower() == "content-length":
                 if none:
                     lines.append(f"{name}: {value}")
                 continue  # else ours, below
-            if low == "date":
+            if n == 4 and name.lower() == "date":
                 have_date = True
             lines.append(f"{name}: {value}")
         self._chunked_body = False

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from pathlib import Path
 
 import pytest
 from conftest import MakeProxy
@@ -109,6 +110,35 @@ def test_access_lines_reach_the_configured_stream(capfd: pytest.CaptureFixture[s
         assert 'INFO    authproxy.access: "GET /y" api 200' in capfd.readouterr().err
     finally:
         root.handlers[:], root.level = saved, level
+
+
+async def test_access_lines_are_written_within_the_flush_delay(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    with path.open("w") as stream:
+        handler = log.BatchingHandler(stream)
+        handler.setFormatter(log.TextFormatter())
+        handler.write_line("one")
+        handler.write_line("two")
+        assert path.read_text() == ""  # waiting: one write for many lines
+        await asyncio.sleep(log.FLUSH_DELAY * 4)
+        assert path.read_text() == "one\ntwo\n"
+        handler.write_line("three")
+        handler.emit(logging.LogRecord("authproxy", logging.WARNING, "", 0, "a problem", None,
+                                       None))
+        text = path.read_text()  # a warning goes out at once, with what waited before it
+        assert text.startswith("one\ntwo\nthree\n") and text.endswith("a problem\n")
+
+
+def test_a_line_written_after_its_loop_stopped_is_not_left_waiting(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    with path.open("w") as stream:
+        handler = log.BatchingHandler(stream)
+
+        async def in_loop() -> None:
+            handler.write_line("in the loop")
+        asyncio.run(in_loop())  # the loop ends before its flush is due
+        handler.write_line("after it")
+        assert path.read_text() == "in the loop\nafter it\n"
 
 
 # --- what looks secret: the SPEC's name rule, for query parameters and headers ------------------

@@ -302,3 +302,79 @@ async def test_connection_paused_by_a_big_answer_is_pooled_readable(raw: object)
     status, body = await asyncio.wait_for(body_of(pool, ep), 3)
     assert (status, body, r.connections) == (200, b"ok", 1)
     pool.close()
+
+
+async def test_a_long_body_taken_past_the_parser_is_exact_and_the_connection_goes_on(
+        raw: object) -> None:
+    # Bodies with more than DIRECT_BODY still to come are read straight from the socket: the
+    # bytes must be the same, in pieces of any size, and the next answer on the connection
+    # (a new parser's) must parse.
+    from proxy.http.upstream_conn import DIRECT_BODY
+
+    body = bytes(range(256)) * (4 * DIRECT_BODY // 256) + b"tail"
+
+    async def big_in_pieces(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await r.head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:100])
+        await writer.drain()
+        for i in range(100, len(body), 7919):  # odd-sized writes, with pauses
+            writer.write(body[i:i + 7919])
+            await writer.drain()
+            if i % 13 == 0:
+                await asyncio.sleep(0.001)
+        await keep_alive_ok(r, reader, writer)
+
+    r, ep = await raw(big_in_pieces)  # type: ignore[operator]
+    pool = Pool()
+    status, got = await body_of(pool, ep)
+    assert (status, len(got), got == body) == (200, len(body), True)
+    for _ in range(3):
+        assert await asyncio.wait_for(body_of(pool, ep), 3) == (200, b"ok")
+    assert r.connections == 1
+    pool.close()
+
+
+async def test_bytes_behind_a_long_body_end_the_connection(raw: object) -> None:
+    # What follows a length-framed body on the same connection was not asked for (a second,
+    # smuggled answer): the body is passed on exactly, the rest never is, and the connection
+    # is not used again.
+    body = b"x" * (200 * 1024)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if r.connections > 1:
+            await keep_alive_ok(r, reader, writer)
+            return
+        await r.head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + b"x" * 1000)
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(body[1000:] + b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled")
+        await writer.drain()
+        await keep_alive_ok(r, reader, writer)
+
+    r, ep = await raw(serve)  # type: ignore[operator]
+    pool = Pool()
+    status, got = await body_of(pool, ep)
+    assert (status, got == body) == (200, True)
+    assert await asyncio.wait_for(body_of(pool, ep), 3) == (200, b"ok")
+    assert r.connections == 2  # a new connection for the second request
+    pool.close()
+
+
+async def test_an_upstream_that_stops_mid_way_through_a_long_body_is_a_broken_answer(
+        raw: object) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await r.head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"y" * 10)
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"y" * 300_000)
+        await writer.drain()
+
+    r, ep = await raw(serve)  # type: ignore[operator]
+    pool = Pool()
+    with pytest.raises(UpstreamError) as e:
+        await body_of(pool, ep)
+    assert e.value.kind in ("broken", "reset")
+    assert (pool.active, pool.idle_count) == (0, 0)
+    pool.close()

@@ -392,8 +392,8 @@ async def stream(request: Request, relay: Relay, answer: Answer, first: bytes,
     """Send the answer's head, what was read of its body (`first`) and the rest as it comes."""
     await relay.prepare(request)
     await relay.send(first)
-    while chunk := await answer.read():
-        await relay.send(chunk)
+    while chunks := await answer.read_pieces():
+        await relay.send_pieces(chunks)
     await relay.finish()
     ex.bytes_out = relay.bytes_sent
 

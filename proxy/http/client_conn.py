@@ -366,6 +366,15 @@ class ClientConnection(asyncio.Protocol):
         if self._write_paused:
             await self.drain()
 
+    async def writelines(self, pieces: list[bytes]) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("client disconnected")
+        self._began = True
+        transport.writelines(pieces)
+        if self._write_paused:
+            await self.drain()
+
     async def drain(self) -> None:
         if self._lost:
             raise ConnectionResetError("client disconnected")

@@ -187,6 +187,16 @@ class Relay(Response):
             chunk = b"%x\r\n%b\r\n" % (len(chunk), chunk)
         await self._request.writer.write(chunk)
 
+    async def send_pieces(self, chunks: list[bytes]) -> None:
+        """Pieces of a streamed body, written as they are (a length-framed body's pieces are
+        never joined into one more copy)."""
+        if self._chunked_body:
+            for chunk in chunks:
+                await self.send(chunk)
+            return
+        self.bytes_sent += sum(map(len, chunks))
+        await self._request.writer.writelines(chunks)
+
     async def finish(self) -> None:
         if self._eof_sent:
             return

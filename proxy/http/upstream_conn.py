@@ -125,16 +125,22 @@ class Answer:
 
     async def read(self) -> bytes:
         """The next piece of the body, b"" at its end."""
+        chunks = await self.read_pieces()
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def read_pieces(self) -> list[bytes]:
+        """What has arrived of the body since the last read, as it arrived (not joined: a
+        long body relayed by writelines is never copied); [] at its end."""
         while True:
             if self.chunks:
                 chunks, self.chunks, self.size = self.chunks, [], 0
                 if self.conn.reading_paused and not self.done:
                     self.conn.resume()
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                return chunks
             if self.error is not None:
                 raise self.error
             if self.done:
-                return b""
+                return []
             self.waiter = self.conn.pool.loop.create_future()
             await self.waiter
 

@@ -213,3 +213,26 @@ async def test_the_clients_own_signing_headers_give_way_to_the_credentials(
     assert [v for k, v in seen.headers if k.lower() == "x-amz-date"] == ["20260101T000000Z"]
     assert [v for k, v in seen.headers if k.lower() == "authorization"] == [
         f"Sig0 {seen.body_sha256}"]
+
+
+async def test_a_413_reaches_a_client_still_sending_its_body(
+        apigw: FakeApiGateway, make_proxy: MakeProxy) -> None:
+    # The answer comes while most of the body is still on its way: closing with those bytes
+    # unread would make the kernel reset the connection, and the reset can throw the 413
+    # away before the client reads it.
+    client, source = await _proxy(make_proxy, apigw, limit=2 ** 20)
+    for _ in range(5):
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+        writer.write(b"POST /api/up HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 8000000\r\n\r\n"
+                     + b"z" * 8_000_000)
+        answer = b""
+        try:
+            async with asyncio.timeout(10):
+                await asyncio.sleep(0.3)  # the proxy has answered and closed its side by now
+                while chunk := await reader.read(65536):
+                    answer += chunk
+        finally:
+            writer.transport.abort()
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert b"body_too_large" in answer
+    assert not apigw.seen and not source.seen

@@ -562,6 +562,8 @@ class ClientConnection(asyncio.Protocol):
             self._task = None
             if self._taken:  # the tunnel is over (connection_lost went to it)
                 self._server.connections.discard(self)
+            elif not self._lost and not self._body.is_eof():
+                self._close_gently()  # answered (a 413, a 408) while its body still comes
             else:
                 self._close()
 
@@ -622,7 +624,8 @@ class ClientConnection(asyncio.Protocol):
             self.transport.close()
 
     def _close_gently(self) -> None:
-        """After a refusal the client may still be sending (the rest of a head, a body):
+        """After a refusal, or an answer given before its body came, the client may still be
+        sending (the rest of a head, a body):
         closing a socket with unread bytes makes the kernel send a reset, which can throw
         away the refusal before the client reads it. So: our side ends (FIN), what still
         comes is read and dropped, and the socket closes when the client closes its side,

@@ -292,7 +292,7 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.remote = peer[0] if isinstance(peer, tuple) and peer else ""
         self._deadline = self._loop.time() + self._header_timeout
-        self._server.add(self)
+        self._server.add(self, self._loop)
 
     def data_received(self, data: bytes) -> None:
         if self._dead:
@@ -355,11 +355,7 @@ class ClientConnection(asyncio.Protocol):
 
     def write_now(self, data: bytes) -> None:
         """Without waiting for the client to read (an answer's head, a whole small answer)."""
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            raise ConnectionResetError("client disconnected")
-        self._began = True
-        transport.write(data)
+        self._writing().write(data)
 
     async def write(self, data: bytes) -> None:
         self.write_now(data)
@@ -367,13 +363,17 @@ class ClientConnection(asyncio.Protocol):
             await self.drain()
 
     async def writelines(self, pieces: list[bytes]) -> None:
+        self._writing().writelines(pieces)
+        if self._write_paused:
+            await self.drain()
+
+    def _writing(self) -> asyncio.Transport:
+        """The transport, for an answer being written to it."""
         transport = self.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("client disconnected")
         self._began = True
-        transport.writelines(pieces)
-        if self._write_paused:
-            await self.drain()
+        return transport
 
     async def drain(self) -> None:
         if self._lost:
@@ -731,10 +731,10 @@ class ProxyServer:
     def __call__(self) -> ClientConnection:
         return ClientConnection(self)
 
-    def add(self, conn: ClientConnection) -> None:
+    def add(self, conn: ClientConnection, loop: asyncio.AbstractEventLoop) -> None:
         self.connections.add(conn)
         if self._sweep is None:
-            self._sweep = conn._loop.call_later(self.tick, self._expire, conn._loop)
+            self._sweep = loop.call_later(self.tick, self._expire, loop)
 
     def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
         self._sweep = None

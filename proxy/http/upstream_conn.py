@@ -255,11 +255,7 @@ class Conn(asyncio.Protocol):
         extra = len(data) > left
         chunk = data[:left] if extra else data
         self._left = left - len(chunk)
-        a.chunks.append(chunk)
-        a.size += len(chunk)
-        if a.size > HIGH_WATER and not self.reading_paused and self.transport is not None:
-            self.reading_paused = True
-            self.transport.pause_reading()
+        self._take(a, chunk)
         if self._left:
             a.wake()
             return
@@ -401,13 +397,17 @@ class Conn(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         a = self.answer
         if a is not None:
-            a.chunks.append(body)
-            a.size += len(body)
             self._seen += len(body)
-            if a.size > HIGH_WATER and not self.reading_paused and self.transport is not None:
-                self.reading_paused = True
-                self.transport.pause_reading()
+            self._take(a, body)
             a.wake()
+
+    def _take(self, a: Answer, chunk: bytes) -> None:
+        """A piece of the body, held for the reader; the socket pauses past HIGH_WATER."""
+        a.chunks.append(chunk)
+        a.size += len(chunk)
+        if a.size > HIGH_WATER and not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
 
     def on_message_complete(self) -> None:
         a = self.answer

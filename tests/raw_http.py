@@ -137,6 +137,24 @@ async def raw_exchange(port: int, data: bytes, *, timeout: float = 5.0,
     return out
 
 
+async def answer_while_sending(port: int, data: bytes, *, settle: float = 0.2,
+                               timeout: float = 5.0) -> bytes:
+    """Hand all of `data` to the socket at once (not waiting for the proxy to read it), wait
+    `settle` seconds for the proxy to answer and end its side, then read until it closes: what
+    a client still sending when it is answered gets to see."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    out = b""
+    try:
+        async with asyncio.timeout(timeout):
+            await asyncio.sleep(settle)
+            while chunk := await reader.read(65536):
+                out += chunk
+    finally:
+        writer.transport.abort()
+    return out
+
+
 _STATUS = re.compile(rb"HTTP/1\.[01] (\d{3})")
 
 

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import pytest
 from conftest import PROXIES, MakeProxy
+from raw_http import answer_while_sending
 
 from proxy.credentials.base import CredentialSource, Description, Headers, Outgoing
 from proxy.fakes.apigw import FakeApiGateway
@@ -222,17 +223,9 @@ async def test_a_413_reaches_a_client_still_sending_its_body(
     # away before the client reads it.
     client, source = await _proxy(make_proxy, apigw, limit=2 ** 20)
     for _ in range(5):
-        reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
-        writer.write(b"POST /api/up HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 8000000\r\n\r\n"
-                     + b"z" * 8_000_000)
-        answer = b""
-        try:
-            async with asyncio.timeout(10):
-                await asyncio.sleep(0.3)  # the proxy has answered and closed its side by now
-                while chunk := await reader.read(65536):
-                    answer += chunk
-        finally:
-            writer.transport.abort()
+        answer = await answer_while_sending(
+            client.port, b"POST /api/up HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Length: 8000000\r\n\r\n" + b"z" * 8_000_000, settle=0.3, timeout=10)
         assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
         assert b"body_too_large" in answer
     assert not apigw.seen and not source.seen

@@ -10,6 +10,7 @@ import pytest
 from conftest import MakeProxy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from raw_http import answer_while_sending
 
 from proxy.app import target_problem
 from proxy.config import ConfigError, Endpoint, parse_config
@@ -97,16 +98,8 @@ async def test_a_refusal_reaches_a_client_that_goes_on_sending(
     # away before the client reads it. The proxy half-closes and drops what keeps coming.
     client = await make_proxy(config(apigw.url))
     for _ in range(5):
-        reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
-        writer.write(b"GET /api/x HTTP/1.1\r\nHost : 127.0.0.1\r\n\r\n" + b"x" * 1_000_000)
-        answer = b""
-        try:
-            async with asyncio.timeout(5):
-                await asyncio.sleep(0.2)  # the proxy has answered and closed its side by now
-                while chunk := await reader.read(65536):
-                    answer += chunk
-        finally:
-            writer.close()
+        answer = await answer_while_sending(
+            client.port, b"GET /api/x HTTP/1.1\r\nHost : 127.0.0.1\r\n\r\n" + b"x" * 1_000_000)
         assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
         assert b"X-Authproxy-Error: bad_request" in answer
     assert not apigw.seen
